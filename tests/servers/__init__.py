@@ -1,0 +1,11 @@
+"""Real servers on loopback for the tests, and the pytest fixtures that start them.
+
+- ``registry``: :class:`~tests.servers.registry.RegistryServer`, Debian's ``docker-registry`` (open, Basic,
+  Bearer, TLS, mTLS), also ``python -m tests.servers.registry``;
+- ``token_server``: :class:`~tests.servers.token_server.TokenServer`, our distribution token server;
+- ``faults``: :class:`~tests.servers.faults.FaultServer`, a misbehaving HTTP/1.1 server;
+- ``nginx``: :class:`~tests.servers.nginx.NginxServer`, static files at almost no cost per request;
+- ``raw``: push and read registry content with ``http.client`` (independent of ocitransport);
+- ``fixtures``: the pytest fixtures (loaded through ``pytest_plugins`` in tests/conftest.py);
+- ``process``, ``tls``: free ports, child processes, trustme certificates.
+"""

@@ -1,1 +1,216 @@
-"""Fixtures that start real servers on loopback (placeholder until the server fixtures land)."""
+"""pytest fixtures that start real servers on loopback (loaded by ``pytest_plugins`` in tests/conftest.py).
+
+Registries and nginx are session-scoped (each starts in well under a second, but there is no need to
+start one per test); tests stay independent by using fresh repository names (``repo_name``) and, for
+bearer auth, a token server reset before and after each test. The fault server is per test.
+
+When ``docker-registry`` or ``nginx`` is missing the tests needing it are skipped, unless ``CI`` is set:
+then it is a failure. Tests that use a registry fixture are marked ``registry`` automatically, so
+``-m 'not registry'`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers import raw
+from tests.servers.faults import FaultServer
+from tests.servers.nginx import NginxServer, nginx_binary
+from tests.servers.raw import PushedImage, push_blob, push_image, push_index, push_manifest
+from tests.servers.registry import RegistryServer, registry_binary
+from tests.servers.token_server import TokenServer
+
+__all__ = [
+    "REGISTRY_FIXTURES", "PushedImage", "push_blob", "push_image", "push_index", "push_manifest", "raw",
+    "require_nginx", "require_registry", "unique_repo_name",
+]
+
+#: Fixtures that need an external server binary (docker-registry or nginx); tests using them get the
+#: ``registry`` marker, so ``-m 'not registry'`` (cibuildwheel's test command) runs without them.
+REGISTRY_FIXTURES = frozenset({
+    "registry", "basic_registry", "bearer_registry", "bearer_registry_session", "token_server",
+    "tls_registry", "mtls_registry", "tls_bearer_registry", "tls_bearer_registry_session",
+    "registry_factory", "nginx_server", "nginx_factory",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REGISTRY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.registry)
+
+
+def _require(found: str | None, what: str, package: str) -> None:
+    if found is not None:
+        return
+    message = f"{what} is not installed (apt-get install {package})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so this is a failure", pytrace=False)
+    pytest.skip(message)
+
+
+def require_registry() -> None:
+    """Skip the calling test when docker-registry is missing (fail instead when ``CI`` is set)."""
+    _require(registry_binary(), "docker-registry", "docker-registry")
+
+
+def require_nginx() -> None:
+    """Skip the calling test when nginx is missing (fail instead when ``CI`` is set)."""
+    _require(nginx_binary(), "nginx", "nginx-light")
+
+
+def _started(**options: Any) -> Iterator[RegistryServer]:
+    require_registry()
+    with RegistryServer(**options) as server:
+        yield server
+
+
+# ---------------------------------------------------------------------------------------------- registries
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """An open registry (no auth, plain HTTP)."""
+    yield from _started()
+
+
+@pytest.fixture(scope="session")
+def basic_registry() -> Iterator[RegistryServer]:
+    """A registry with htpasswd Basic auth: ``.username`` (``alice``) / ``.password``, ``.users``."""
+    yield from _started(auth="basic")
+
+
+@pytest.fixture(scope="session")
+def bearer_registry_session() -> Iterator[RegistryServer]:
+    """The session's bearer registry without the per-test token server reset (for fixtures of a wider
+    scope than a function; prefer ``bearer_registry`` in tests)."""
+    yield from _started(auth="bearer")
+
+
+def _with_fresh_token_server(server: RegistryServer) -> Iterator[RegistryServer]:
+    assert server.token_server is not None
+    server.token_server.reset()
+    yield server
+    server.token_server.reset()
+
+
+@pytest.fixture
+def bearer_registry(bearer_registry_session: RegistryServer) -> Iterator[RegistryServer]:
+    """A registry with Bearer auth against ``.token_server`` (reset before and after the test):
+    ``alice`` (``.username`` / ``.password``) may do anything, ``bob`` only pull, anonymous only pull."""
+    yield from _with_fresh_token_server(bearer_registry_session)
+
+
+@pytest.fixture(scope="session")
+def _tlsbearer_registry_session() -> Iterator[RegistryServer]:
+    yield from _started(auth="bearer", tls_enabled=True)
+
+
+@pytest.fixture
+def tls_bearer_registry(_tlsbearer_registry_session: RegistryServer) -> Iterator[RegistryServer]:
+    """Like ``bearer_registry`` but over HTTPS, its token server too (same certificate; trust
+    ``.ca_file``)."""
+    yield from _with_fresh_token_server(_tlsbearer_registry_session)
+
+
+@pytest.fixture
+def token_server(bearer_registry: RegistryServer) -> TokenServer:
+    """The token server of ``bearer_registry`` (fresh counters, log and knobs for this test)."""
+    assert bearer_registry.token_server is not None
+    return bearer_registry.token_server
+
+
+@pytest.fixture(scope="session")
+def tls_registry() -> Iterator[RegistryServer]:
+    """An open registry over HTTPS (HTTP/2 by ALPN); trust ``.ca_file``."""
+    yield from _started(tls_enabled=True)
+
+
+@pytest.fixture(scope="session")
+def mtls_registry() -> Iterator[RegistryServer]:
+    """An open registry over HTTPS that requires a client certificate: ``.ca_file``, ``.client_cert``,
+    ``.client_key`` (issued by another CA, ``.client_ca_file``)."""
+    yield from _started(mtls=True)
+
+
+@pytest.fixture
+def registry_factory() -> Iterator[Callable[..., RegistryServer]]:
+    """Start registries with any :class:`RegistryServer` options; all are stopped after the test.
+
+    ``registry_factory(auth="bearer", tls_enabled=True, token_server_options={"anonymous": None})``
+    """
+    require_registry()
+    started: list[RegistryServer] = []
+
+    def make(**options: Any) -> RegistryServer:
+        server = RegistryServer(**options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in reversed(started):
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- others
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    """A fresh misbehaving HTTP/1.1 server for this test (see tests/servers/faults.py)."""
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def nginx_server() -> Iterator[NginxServer]:
+    """nginx serving ``/small`` (512 bytes) and ``/v2/`` over plain HTTP."""
+    require_nginx()
+    with NginxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def nginx_factory() -> Iterator[Callable[..., NginxServer]]:
+    """Start nginx instances with any :class:`NginxServer` options (``big_mib``, ``tls_enabled``,
+    ``http2``, ``workers``); all are stopped after the test."""
+    require_nginx()
+    started: list[NginxServer] = []
+
+    def make(**options: Any) -> NginxServer:
+        server = NginxServer(**options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in reversed(started):
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+_counter = itertools.count(1)
+_session_tag = secrets.token_hex(2)
+
+
+def unique_repo_name(hint: str = "repo") -> str:
+    """A repository name no other test uses: ``test/<hint>-<session>-<n>``, valid for any registry."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", hint.lower()).strip("-")[:40].strip("-") or "repo"
+    return f"test/{cleaned}-{_session_tag}{next(_counter)}"
+
+
+@pytest.fixture
+def repo_name(request: pytest.FixtureRequest) -> str:
+    """A fresh repository name derived from the test's name."""
+    return unique_repo_name(request.node.name)
+
+
+@pytest.fixture
+def make_repo_name(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """A callable returning a fresh repository name on every call (for tests needing several)."""
+    return lambda: unique_repo_name(request.node.name)

@@ -1,0 +1,127 @@
+"""What every server process of the test suite shares: free ports, bounded waits, and a clean stop.
+
+Every child process started here is stopped at the owner's ``stop()`` and, as a last resort, when the
+interpreter exits (``atexit``); on Linux a child started from the main thread is also sent SIGTERM by the
+kernel if the test process dies without running its exit handlers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+LOOPBACK = "127.0.0.1"
+POLL_INTERVAL = 0.02
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_LIVE: weakref.WeakSet[Stoppable] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def track(server: Stoppable) -> None:
+    """Remember ``server`` so that it is stopped at interpreter exit if its owner forgets."""
+    with _LIVE_LOCK:
+        _LIVE.add(server)
+
+
+def untrack(server: Stoppable) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(server)
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago: bind port 0 on ``host`` and read what the kernel chose."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = POLL_INTERVAL) -> bool:
+    """Call ``predicate`` every ``interval`` seconds until it is true or ``timeout`` elapsed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def tail(path: Path, limit: int = 4000) -> str:
+    """The last ``limit`` characters of a log file (empty when it does not exist)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace")
+
+
+try:  # resolved in the parent: the child only calls it (no dlopen between fork and exec)
+    _PRCTL: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def _parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG: SIGTERM when the parent (thread) dies
+
+
+def clean_env(strip_prefixes: Sequence[str] = ()) -> dict[str, str]:
+    """A copy of the environment without variables that start with any of ``strip_prefixes``."""
+    return {k: v for k, v in os.environ.items() if not any(k.startswith(p) for p in strip_prefixes)}
+
+
+def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with stdout and stderr appended to ``log_path`` (a file, so a pipe never fills)."""
+    with open(log_path, "ab") as log:
+        use_pdeathsig = _PRCTL is not None and threading.current_thread() is threading.main_thread()
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None, cwd=cwd, close_fds=True,
+            preexec_fn=_parent_death_signal if use_pdeathsig else None,
+        )
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = 5.0,
+              sig: int = signal.SIGTERM) -> None:
+    """Stop ``process``: ``sig`` first, SIGKILL if it is still alive after ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        if process is not None:
+            process.wait()
+        return
+    try:
+        process.send_signal(sig)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+    except ProcessLookupError:
+        process.wait()

@@ -1,0 +1,333 @@
+"""A real registry (CNCF distribution, Debian's ``docker-registry``) on 127.0.0.1 for tests.
+
+Modes: open (``auth="none"``), Basic (``auth="basic"``: htpasswd with bcrypt cost 4 entries for ``alice``
+and ``bob``, random passwords), Bearer (``auth="bearer"``: a :class:`TokenServer` of ours, started and
+stopped with the registry unless one is given), TLS (``tls=True``: a ``trustme`` CA; HTTP/2 by ALPN unless
+``http2=False``) and mutual TLS (``mtls=True``: client certificates from another ``trustme`` CA required).
+
+Standalone: ``python -m tests.servers.registry --auth bearer [--tls] [--mtls]`` prints how to reach it
+and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import secrets
+import shutil
+import signal
+import ssl
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import bcrypt
+
+from tests.servers import process, tls
+from tests.servers.token_server import TokenServer
+
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+Auth = Literal["none", "basic", "bearer"]
+
+
+def registry_binary() -> str | None:
+    """The registry executable, or ``None`` when it is not installed."""
+    if Path(REGISTRY_BINARY).is_file():
+        return REGISTRY_BINARY
+    return shutil.which("docker-registry") or shutil.which("registry")
+
+
+class RegistryError(RuntimeError):
+    """The registry did not start (the message carries the tail of its log)."""
+
+
+class RegistryServer:
+    """One ``docker-registry serve`` process with its own config, storage, port and credentials.
+
+    Attributes: ``url`` (``http://127.0.0.1:PORT`` or ``https://...``), ``host`` (``127.0.0.1:PORT``),
+    ``port``, ``auth``, ``username`` / ``password`` (``alice``, full access; ``None`` when open),
+    ``users`` (every user name -> password; ``bob`` may only pull under bearer auth), ``ca_file`` (PEM of
+    the server's CA, TLS only), ``client_cert`` / ``client_key`` / ``client_ca_file`` (mTLS only),
+    ``token_server`` (bearer only; over HTTPS with the registry's certificate when the registry uses
+    TLS), ``root`` (storage directory), ``config_file``, ``log_file``,
+    ``service`` and ``realm`` (bearer only).
+    """
+
+    def __init__(
+        self,
+        *,
+        auth: Auth = "none",
+        tls_enabled: bool = False,
+        mtls: bool = False,
+        http2: bool = True,
+        token_server: TokenServer | None = None,
+        token_server_options: dict[str, Any] | None = None,
+        service: str = "registry.test",
+        issuer: str = "token-server.test",
+        bcrypt_rounds: int = 4,
+        start_timeout: float = 10.0,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        """Configure (not start) a registry; ``mtls`` implies TLS. ``extra_config`` is merged into the
+        generated config (nested dicts merge). ``token_server_options`` go to the :class:`TokenServer`
+        created for bearer auth when none is given."""
+        if auth not in ("none", "basic", "bearer"):
+            raise ValueError(f"unknown auth mode {auth!r}")
+        self.auth: Auth = auth
+        self.tls = tls_enabled or mtls
+        self.mtls = mtls
+        self.http2 = http2
+        self.service = service
+        self.issuer = issuer
+        self.bcrypt_rounds = bcrypt_rounds
+        self.start_timeout = start_timeout
+        self.extra_config = extra_config or {}
+        self.token_server = token_server
+        self._owns_token_server = token_server is None and auth == "bearer"
+        self._token_server_options = token_server_options or {}
+        self.port = 0
+        self.username: str | None = None
+        self.password: str | None = None
+        self.users: dict[str, str] = {}
+        self.ca_file: Path | None = None
+        self.client_cert: Path | None = None
+        self.client_key: Path | None = None
+        self.client_ca_file: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.directory = Path()
+        self.root = Path()
+        self.config_file = Path()
+        self.log_file = Path()
+        self._server_cert: tls.ServerCertificate | None = None
+        self._process: Any = None
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def host(self) -> str:
+        return f"{process.LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    @property
+    def realm(self) -> str | None:
+        return self.token_server.realm if self.token_server else None
+
+    def ssl_context(self, client_cert: bool = True) -> ssl.SSLContext | None:
+        """A client context trusting this registry's CA (with the client certificate for mTLS unless
+        ``client_cert=False``); ``None`` for plain HTTP."""
+        if not self.tls:
+            return None
+        cert = self.client_cert if (self.mtls and client_cert) else None
+        return tls.client_context(self.ca_file, cert, self.client_key if cert else None)
+
+    # ------------------------------------------------------------------ config
+
+    def _write_htpasswd(self, path: Path) -> None:
+        self.users = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
+        salt = bcrypt.gensalt(rounds=self.bcrypt_rounds)
+        lines = [f"{user}:{bcrypt.hashpw(pw.encode(), salt).decode()}" for user, pw in self.users.items()]
+        path.write_text("\n".join(lines) + "\n")
+
+    def _config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "version": "0.1",
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True},
+                        "maintenance": {"uploadpurging": {"enabled": False}}},
+            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
+            "health": {"storagedriver": {"enabled": False}},
+        }
+        if self._server_cert is not None:
+            server = self._server_cert
+            config["http"]["tls"] = {"certificate": str(server.cert_file), "key": str(server.key_file)}
+            if self.mtls:
+                config["http"]["tls"]["clientcas"] = [str(self.client_ca_file)]
+            if not self.http2:
+                config["http"]["http2"] = {"disabled": True}
+        if self.auth == "basic":
+            htpasswd = self.directory / "htpasswd"
+            self._write_htpasswd(htpasswd)
+            config["auth"] = {"htpasswd": {"realm": "registry.test", "path": str(htpasswd)}}
+        elif self.auth == "bearer":
+            assert self.token_server is not None
+            self.users = dict(self.token_server.users)
+            config["auth"] = {"token": {
+                "realm": self.token_server.realm, "service": self.token_server.service,
+                "issuer": self.token_server.issuer,
+                "rootcertbundle": str(self.token_server.signing_cert_file),
+            }}
+        if self.users:
+            self.username = next(iter(self.users))
+            self.password = self.users[self.username]
+        _merge(config, self.extra_config)
+        return config
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> RegistryServer:
+        """Write the config, start the registry and wait until ``GET /v2/`` answers."""
+        binary = registry_binary()
+        if binary is None:
+            raise RegistryError("docker-registry is not installed (apt-get install docker-registry)")
+        self._tmp = tempfile.TemporaryDirectory(prefix="registry-")
+        self.directory = Path(self._tmp.name)
+        self.root = self.directory / "storage"
+        self.root.mkdir()
+        self.config_file = self.directory / "config.yml"
+        self.log_file = self.directory / "registry.log"
+        process.track(self)
+        try:
+            if self.tls:
+                _ca, self._server_cert = tls.server_certificate(self.directory / "tls")
+                self.ca_file = self._server_cert.ca_file
+                if self.mtls:
+                    _cca, client = tls.client_certificate(self.directory / "client")
+                    self.client_cert, self.client_key = client.cert_file, client.key_file
+                    self.client_ca_file = client.ca_file
+            if self._owns_token_server:
+                if self.token_server is None:
+                    options: dict[str, Any] = {"service": self.service, "issuer": self.issuer}
+                    if self._server_cert is not None:
+                        # An HTTPS registry gets an HTTPS realm (clients refuse an http realm for it),
+                        # served with the registry's own certificate: ca_file covers both.
+                        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                        context.load_cert_chain(self._server_cert.cert_file, self._server_cert.key_file)
+                        options["ssl_context"] = context
+                    options.update(self._token_server_options)
+                    (self.directory / "token").mkdir()
+                    self.token_server = TokenServer(directory=self.directory / "token", **options)
+                self.token_server.start()
+            # A port can be taken between choosing and binding it: retry a few times on "in use".
+            for _attempt in range(5):
+                self.port = process.free_port()
+                # JSON is YAML: no YAML library needed.
+                self.config_file.write_text(json.dumps(self._config(), indent=2))
+                env = process.clean_env(("REGISTRY_",))
+                self._process = process.spawn([binary, "serve", str(self.config_file)], self.log_file, env)
+                if self._wait_ready():
+                    return self
+                log = process.tail(self.log_file)
+                process.terminate(self._process)
+                if "address already in use" not in log:
+                    break
+            raise RegistryError(f"registry did not become ready within {self.start_timeout}s; "
+                                f"log tail:\n{process.tail(self.log_file)}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _probe(self) -> bool:
+        connection: http.client.HTTPConnection
+        if self.tls:
+            connection = http.client.HTTPSConnection(process.LOOPBACK, self.port, timeout=1,
+                                                     context=self.ssl_context())
+        else:
+            connection = http.client.HTTPConnection(process.LOOPBACK, self.port, timeout=1)
+        try:
+            connection.request("GET", "/v2/")
+            status = connection.getresponse().status
+            return status in (200, 401)
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            if self._probe():
+                return True
+            time.sleep(process.POLL_INTERVAL)
+        return False
+
+    def stop(self) -> None:
+        """Stop the registry (SIGTERM, SIGKILL after 5 s), the owned token server, and remove files."""
+        process.terminate(self._process)
+        self._process = None
+        if self._owns_token_server and self.token_server is not None:
+            self.token_server.stop()
+        process.untrack(self)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log(self) -> str:
+        """The registry's log so far (warnings and errors only)."""
+        return process.tail(self.log_file, 1 << 20)
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RegistryServer({self.url}, auth={self.auth}, mtls={self.mtls})"
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a registry in the foreground and print how to reach it."""
+    parser = argparse.ArgumentParser(prog="python -m tests.servers.registry", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--auth", choices=["none", "basic", "bearer"], default="none")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS (trustme CA)")
+    parser.add_argument("--mtls", action="store_true", help="require client certificates (implies --tls)")
+    parser.add_argument("--no-http2", action="store_true", help="disable HTTP/2 over TLS")
+    parser.add_argument("--token-lifetime", type=int, default=300, help="bearer token lifetime (s)")
+    args = parser.parse_args(argv)
+    options = {"token_lifetime": args.token_lifetime} if args.auth == "bearer" else {}
+    with RegistryServer(auth=args.auth, tls_enabled=args.tls, mtls=args.mtls, http2=not args.no_http2,
+                        token_server_options=options) as registry:
+        print(f"registry:     {registry.url}  (auth={registry.auth})")
+        print(f"storage:      {registry.root}")
+        for user, password in registry.users.items():
+            print(f"user:         {user} / {password}")
+        if registry.token_server:
+            print(f"token realm:  {registry.token_server.realm}  service={registry.token_server.service}")
+        if registry.ca_file:
+            print(f"CA file:      {registry.ca_file}")
+        if registry.client_cert:
+            print(f"client cert:  {registry.client_cert}\nclient key:   {registry.client_key}")
+        print("Ctrl-C to stop.", flush=True)
+        stop = False
+
+        def _on_signal(signum: int, frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)  # also when started in the background (SIGINT ignored)
+        try:
+            while not stop and registry.running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
