@@ -1,0 +1,382 @@
+"""The Bearer layer: token exchange, a shared single-flight token cache, refresh before expiry, scope
+upgrades, and per-request anonymous tokens for other hosts.
+
+Upstream keeps one token per transport and refreshes only after a 401. Here every layer of a Client
+shares one ``TokenCache``: one token per (registry, realm, service, scope set, credentials); a token is
+refreshed shortly *before* it expires; and when a hundred requests need a token at once, one of them
+fetches it while the others wait for that one answer (single flight).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
+
+from .._challenges import parse_challenges
+from .._redaction import redact_token_body, redact_url
+from .._scopes import merge_scopes, token_query
+from .._urls import authority, is_blocked_address, origin, split_authority
+from .._values import Challenge
+from ..exceptions import OCITransportError, RedirectError, RequestCancelled
+from ..messages import Request, Response
+from ..redirects import Redirects
+from ..roundtrip import Exchange, Layer, Read, RoundTripper, Send, Wait
+from .basic import BasicAuth, HostMatch
+from .errors import make_error
+
+if TYPE_CHECKING:
+    from ..authn import AuthConfig, Authenticator
+
+#: Largest token-endpoint body read (upstream's maxTokenBodySize).
+MAX_TOKEN_BODY = 64 * 1024
+#: Lifetime assumed when a token response has no usable ``expires_in`` (distribution token spec: 60 s).
+DEFAULT_EXPIRES_IN = 60.0
+#: ``client_id`` sent in OAuth2 POSTs.
+CLIENT_ID = "ocitransport"
+#: OAuth2 POST failures after which the token GET is tried (upstream: 404 only; Harbor answers 405,
+#: and containerd falls back on 401/403 too).
+POST_FALLBACK_STATUSES = frozenset({400, 401, 403, 404, 405})
+
+
+class TokenError(OCITransportError):
+    """A token could not be obtained or understood (bad realm, bad response, no token)."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token-endpoint answer. ``access_token`` wins over ``token`` when both are set."""
+
+    token: str
+    access_token: str = ""
+    refresh_token: str = ""
+    expires_in: float = 0
+
+    @property
+    def value(self) -> str:
+        """The bearer token to send."""
+        return self.access_token or self.token
+
+    def __repr__(self) -> str:
+        return (f"Token(token=<{'set' if self.token else 'empty'}>, access_token=<"
+                f"{'set' if self.access_token else 'empty'}>, refresh_token=<"
+                f"{'set' if self.refresh_token else 'empty'}>, expires_in={self.expires_in!r})")
+
+
+def parse_token(body: bytes, registry: str) -> Token:
+    """Decode a token response; the error names the registry and never shows a token."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise TokenError(f"token response for {registry} is not JSON: {redact_token_body(body)}") from None
+    if not isinstance(data, dict):
+        raise TokenError(f"token response for {registry} is not a JSON object")
+    token = data.get("token")
+    access = data.get("access_token")
+    token = token if isinstance(token, str) else ""
+    access = access if isinstance(access, str) else ""
+    if not token and not access:
+        raise TokenError(f"no token in bearer response from {registry}:\n{redact_token_body(body)}")
+    refresh = data.get("refresh_token")
+    expires: Any = data.get("expires_in")
+    try:
+        expires_in = float(expires) if expires is not None and not isinstance(expires, bool) else 0.0
+    except (TypeError, ValueError):
+        expires_in = 0.0
+    if not expires_in > 0 or expires_in != expires_in or expires_in == float("inf"):
+        expires_in = 0.0
+    return Token(token, access, refresh if isinstance(refresh, str) else "", expires_in)
+
+
+def validate_realm(realm: str, registry_host: str, insecure: bool) -> None:
+    """Upstream's realm SSRF guard: https (http only for an insecure registry); the registry's own
+    host:port always allowed; other loopback, private, link-local or unspecified IP literals refused."""
+    try:
+        parts = urlsplit(realm)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        raise TokenError(f'invalid realm in www-authenticate: parsing realm "{realm}": {exc}') from None
+    if parts.scheme == "http" and not insecure:
+        raise TokenError('invalid realm in www-authenticate: realm scheme "http" not allowed for a secure '
+                         "registry; use https")
+    if parts.scheme not in ("http", "https"):
+        raise TokenError(f'invalid realm in www-authenticate: realm scheme "{parts.scheme}" not allowed; '
+                         "must be https (or http for insecure registries)")
+    if not host:
+        raise TokenError(f'invalid realm in www-authenticate: parsing realm "{realm}": no host')
+    if registry_host and parts.netloc.rpartition("@")[2] == registry_host:
+        return
+    # A token server on the registry's own machine (another port of the same IP literal) is no step
+    # into the network beyond what the registry already is; upstream (#2258) only allows the very same
+    # host:port, which breaks a registry on 127.0.0.1:5000 with its token server on 127.0.0.1:5001.
+    if registry_host and split_authority(registry_host, parts.scheme)[0] == host.lower():
+        return
+    if is_blocked_address(host):
+        raise TokenError(f'invalid realm in www-authenticate: realm host "{host}" is a private or '
+                         "link-local address")
+
+
+def _redirect_guard(registry_host: str, insecure: bool):  # type: ignore[no-untyped-def]
+    def check(from_url: str, to_url: str) -> None:
+        try:
+            validate_realm(to_url, registry_host, insecure)
+        except TokenError as exc:
+            raise RedirectError(f'refusing token-server redirect to "{redact_url(to_url)}": '
+                                f"{str(exc).removeprefix('invalid realm in www-authenticate: ')}") from None
+    return check
+
+
+@dataclass
+class _Entry:
+    token: str
+    expires_at: float
+    refresh_at: float
+
+
+class TokenCache:
+    """Tokens shared by every Bearer layer of one Client, with one fetch in flight per key."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[Any, ...], _Entry] = {}
+        self.flights: dict[tuple[Any, ...], concurrent.futures.Future[str]] = {}
+        #: Token fetches made, for reports and tests.
+        self.fetches = 0
+
+    def put(self, key: tuple[Any, ...], token: str, lifetime: float, now: float) -> None:
+        # Refresh ahead of expiry by a fifth of the lifetime, at most 30 s: long enough that a request
+        # never leaves with a token that dies on the way, short enough to keep tokens in use.
+        margin = min(30.0, lifetime / 5)
+        self.entries[key] = _Entry(token, now + lifetime, now + lifetime - margin)
+
+
+_caches: weakref.WeakKeyDictionary[Any, TokenCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def token_cache_for(rt: RoundTripper) -> TokenCache:
+    """The TokenCache of the engine at the bottom of ``rt``'s chain (one per Client)."""
+    root: Any = rt
+    while getattr(root, "inner", None) is not None:
+        root = root.inner
+    with _caches_lock:
+        cache = _caches.get(root)
+        if cache is None:
+            cache = _caches[root] = TokenCache()
+        return cache
+
+
+def _credential_id(auth: Authenticator) -> str:
+    cfg: AuthConfig = auth.authorization()
+    raw = "\0".join((cfg.username, cfg.password, cfg.auth, cfg.identity_token, cfg.registry_token))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class BearerAuth(Layer):
+    """Adds ``Authorization: Bearer`` to requests for the registry and keeps the token fresh."""
+
+    __slots__ = ("registry", "auth", "realm", "service", "scopes", "insecure", "cache", "matches",
+                 "password_grant", "_cred", "_lock", "_token_get", "_token_post", "_key_of")
+
+    def __init__(
+        self,
+        inner: RoundTripper,
+        *,
+        registry: str,
+        auth: Authenticator,
+        challenge: Challenge,
+        scopes: list[str] | None = None,
+        cache: TokenCache | None = None,
+        password_grant: bool = False,
+    ) -> None:
+        super().__init__(inner)
+        realm = challenge.parameters.get("realm")
+        if not realm:
+            raise TokenError(f"malformed www-authenticate, missing realm: {challenge.parameters}")
+        validate_realm(realm, registry, challenge.insecure)
+        self.registry = registry
+        self.auth = auth
+        self.realm = realm
+        self.service = challenge.parameters.get("service", "")
+        self.scopes: list[str] = list(scopes or [])
+        self.insecure = challenge.insecure
+        self.cache = token_cache_for(inner) if cache is None else cache
+        self.matches = HostMatch(registry, "http" if challenge.insecure else "https")
+        self.password_grant = password_grant
+        self._cred = _credential_id(auth)
+        self._key_of: tuple[list[str], tuple[Any, ...]] | None = None
+        self._lock = threading.Lock()
+        guard = _redirect_guard(registry, urlsplit(realm).scheme == "http")
+        realm_host = authority(realm)
+        self._token_get = Redirects(BasicAuth(inner, auth, realm_host, urlsplit(realm).scheme), check=guard)
+        self._token_post = Redirects(inner, check=guard)
+
+    # -- the layer ------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Exchange:
+        if not self.matches(request.url):
+            response = yield request
+            if response.status == 401:
+                response = yield from self._other_host(request, response)
+            return response
+        scopes = self.scopes
+        token = yield from self._token(scopes)
+        response = yield request.with_header("Authorization", f"Bearer {token}")
+        if response.status != 401:
+            return response
+        challenges = parse_challenges(response.headers.get_all("www-authenticate"))
+        if not challenges:
+            return response
+        wanted = [s for c in challenges for s in c.parameters.get("scope", "").split() if s]
+        with self._lock:
+            merged = merge_scopes(wanted, self.scopes) if wanted else self.scopes
+            self.scopes = merged
+        if not request.replayable:
+            return response
+        response.close()
+        token = yield from self._token(merged, stale=token if merged == scopes else None)
+        request.rewind()
+        return (yield request.with_header("Authorization", f"Bearer {token}"))
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def _key(self, scopes: list[str]) -> tuple[Any, ...]:
+        # Scope lists are replaced, never mutated, so the key of the current list is kept.
+        cached = self._key_of
+        if cached is not None and cached[0] is scopes:
+            return cached[1]
+        key = (self.registry, self.realm, self.service, frozenset(scopes), self._cred)
+        self._key_of = (scopes, key)
+        return key
+
+    def _token(self, scopes: list[str], stale: str | None = None) -> Exchange:
+        """A usable token for ``scopes``: cached, being fetched by another request, or fetched here."""
+        cache = self.cache
+        key = self._key(scopes)
+        for _ in range(3):
+            now = time.monotonic()
+            with cache.lock:
+                entry = cache.entries.get(key)
+                usable = entry is not None and entry.token != stale and now < entry.expires_at
+                if usable and now < entry.refresh_at:  # type: ignore[union-attr]
+                    return entry.token  # type: ignore[union-attr]
+                flight = cache.flights.get(key)
+                leader = flight is None
+                if leader:
+                    flight = cache.flights[key] = concurrent.futures.Future()
+                    cache.fetches += 1
+            if not leader:
+                if usable:
+                    return entry.token  # type: ignore[union-attr]  # due for refresh, still valid
+                token: str = yield Wait(flight)  # type: ignore[arg-type]
+                if token != stale:
+                    return token
+                continue
+            try:
+                tok = yield from self.fetch(scopes)
+            except BaseException as exc:
+                with cache.lock:
+                    cache.flights.pop(key, None)
+                flight.set_exception(exc if isinstance(exc, Exception)  # type: ignore[union-attr]
+                                     else RequestCancelled("token request cancelled"))
+                raise
+            lifetime = tok.expires_in or DEFAULT_EXPIRES_IN
+            with cache.lock:
+                cache.put(key, tok.value, lifetime, time.monotonic())
+                cache.flights.pop(key, None)
+            flight.set_result(tok.value)  # type: ignore[union-attr]
+            return tok.value
+        raise TokenError(f"the token server for {self.registry} keeps returning a token the registry rejects")
+
+    def fetch(self, scopes: list[str]) -> Exchange:
+        """Fetch a new token from the realm (a network exchange, no cache)."""
+        cfg = self.auth.authorization()
+        if cfg.registry_token:
+            return Token(cfg.registry_token)
+        if cfg.identity_token or (self.password_grant and cfg.username and cfg.password):
+            try:
+                tok = yield from self._post(cfg, scopes)
+            except Exception as exc:
+                from .errors import Error
+
+                if not (isinstance(exc, Error) and exc.status_code in POST_FALLBACK_STATUSES):
+                    raise
+                tok = yield from self._get(scopes)
+        else:
+            tok = yield from self._get(scopes)
+        if tok.refresh_token:
+            from ..authn import IdentityToken
+
+            # A refresh token replaces the credential from now on (upstream does the same); the cache key
+            # keeps the original credential's identity so every layer still shares the token.
+            self.auth = IdentityToken(tok.refresh_token)
+        return tok
+
+    def _get(self, scopes: list[str]) -> Exchange:
+        base, _, query = self.realm.partition("?")
+        url = f"{base}?{token_query(self.service, scopes, query)}"
+        response = yield Send(Request("GET", url), self._token_get)
+        return (yield from self._token_response(response))
+
+    def _post(self, cfg: AuthConfig, scopes: list[str]) -> Exchange:
+        form: dict[str, str] = {}
+        if cfg.identity_token:
+            form.update(grant_type="refresh_token", refresh_token=cfg.identity_token)
+        else:
+            form.update(grant_type="password", username=cfg.username, password=cfg.password)
+        form["client_id"] = CLIENT_ID
+        if self.service:
+            form["service"] = self.service
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        request = Request("POST", self.realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                          urlencode(form).encode())
+        response = yield Send(request, self._token_post)
+        return (yield from self._token_response(response))
+
+    def _token_response(self, response: Response) -> Exchange:
+        body = yield Read(response, MAX_TOKEN_BODY, "token response")
+        if response.status != 200:
+            raise make_error(response, body)
+        return parse_token(body, self.registry)
+
+    def _other_host(self, request: Request, response: Response) -> Exchange:
+        """A 401 from another host (after a redirect): an anonymous token from that host's own realm,
+        valid for this one request. The registry's token never goes there."""
+        if not request.replayable:
+            return response
+        scheme, host, port = origin(request.url)
+        other = authority(request.url)
+        for ch in parse_challenges(response.headers.get_all("www-authenticate")):
+            realm = ch.parameters.get("realm")
+            if ch.scheme != "bearer" or not realm:
+                continue
+            try:
+                validate_realm(realm, other, scheme == "http")
+            except TokenError:
+                continue
+            from ..authn import Anonymous
+
+            anon = BearerAuth.__new__(BearerAuth)
+            anon.inner, anon.registry, anon.auth, anon.realm = self.inner, other, Anonymous, realm
+            anon.service = ch.parameters.get("service", "")
+            guard = _redirect_guard(other, urlsplit(realm).scheme == "http")
+            anon._token_get = anon._token_post = Redirects(self.inner, check=guard)
+            try:
+                tok = yield from anon._get([ch.parameters.get("scope", "")])
+            except Exception:  # noqa: BLE001 - try the next challenge, then send once more as is
+                continue
+            response.close()
+            request.rewind()
+            return (yield request.with_header("Authorization", f"Bearer {tok.value}"))
+        response.close()
+        request.rewind()
+        return (yield request)
+
+
+__all__ = ["BearerAuth", "Token", "TokenCache", "TokenError", "parse_token", "token_cache_for",
+           "validate_realm"]

@@ -1,0 +1,165 @@
+"""The retry layer: backoff, retryable statuses and errors, ``Retry-After``, body rewind on every re-send.
+
+Better than upstream where its users suffer: at least one attempt always (a zero-step backoff never
+skips the request), request bodies rewound for each re-send (go-containerregistry#1004), ``Retry-After``
+honoured (seconds or an HTTP date) up to ``max_retry_after``, and the last response returned with its
+body intact so ``check_error`` still reports the registry's structured error (#2125).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from ..exceptions import ConnectError, ProtocolError, ReadError, TimeoutError, TLSError, WriteError
+from ..messages import Request, Response
+from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep
+from .errors import MAX_ERROR_BODY, Error, make_error
+
+#: Statuses the remote defaults retry (upstream's remote package; 499 and 522 are CDN codes).
+DEFAULT_RETRY_STATUS_CODES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504, 499, 522})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``steps`` attempts, sleeping ``duration``, then ``duration * factor``, ...
+
+    Each sleep gets up to ``jitter`` x itself added at random; ``cap`` (when set) bounds one sleep.
+    """
+
+    duration: float = 0.1
+    factor: float = 3.0
+    jitter: float = 0.1
+    steps: int = 3
+    cap: float | None = None
+
+    def delays(self) -> list[float]:
+        """The sleeps between attempts (``steps - 1`` of them), jitter included."""
+        out: list[float] = []
+        d = self.duration
+        for _ in range(max(self.steps, 1) - 1):
+            step = d if self.cap is None else min(d, self.cap)
+            if self.jitter > 0:
+                step += random.random() * self.jitter * step
+            out.append(step)
+            if self.factor:
+                d *= self.factor
+        return out
+
+
+#: The remote package's defaults: 3 attempts, sleeping about 1 s then 3 s.
+REMOTE_BACKOFF = Backoff(duration=1.0, factor=3.0, jitter=0.1, steps=3)
+
+#: Transport errors that a re-send may cure: resets, EOFs, refused connections, stalls.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ConnectError, ReadError, WriteError, ProtocolError,
+                                                     TimeoutError)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """The default predicate: temporary registry errors and transient network failures (not TLS)."""
+    if isinstance(error, TLSError):
+        return False
+    if isinstance(error, Error):
+        return error.temporary()
+    return isinstance(error, RETRYABLE_ERRORS)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date); ``None`` if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Retry(Layer):
+    """Re-sends a request that failed with a retryable error or status, with backoff."""
+
+    __slots__ = ("backoff", "predicate", "status_codes", "max_retry_after")
+
+    def __init__(
+        self,
+        inner: RoundTripper,
+        *,
+        backoff: Backoff | None = None,
+        predicate: Callable[[BaseException], bool] | None = None,
+        status_codes: Collection[int] | None = None,
+        max_retry_after: float = 60.0,
+    ) -> None:
+        super().__init__(inner)
+        self.backoff = REMOTE_BACKOFF if backoff is None else backoff
+        self.predicate = is_retryable if predicate is None else predicate
+        self.status_codes = DEFAULT_RETRY_STATUS_CODES if status_codes is None else frozenset(status_codes)
+        self.max_retry_after = max_retry_after
+
+    def handle(self, request: Request) -> Exchange:
+        delays: list[float] | None = None  # drawn on the first failure: successes cost nothing
+        attempt = 0
+        waited = 0.0
+        while True:
+            if attempt:
+                request.rewind()
+            try:
+                response: Response = yield request
+            except Exception as exc:
+                if delays is None:
+                    delays = self.backoff.delays()
+                if attempt >= len(delays) or not request.replayable or not self.predicate(exc):
+                    raise
+                delay = delays[attempt]
+            else:
+                if response.status not in self.status_codes:
+                    if attempt:
+                        response.extensions["retries"] = attempt
+                        response.extensions["retry_wait"] = waited
+                    return response
+                if delays is None:
+                    delays = self.backoff.delays()
+                if attempt >= len(delays) or not request.replayable:
+                    if attempt:
+                        response.extensions["retries"] = attempt
+                        response.extensions["retry_wait"] = waited
+                    return response
+                # Read (at most 64 KiB of) the body so the caller's check_error still sees it, and so
+                # the predicate can look at the registry's diagnostics.
+                body = yield Read(response, MAX_ERROR_BODY, "error body")
+                if not self.predicate(make_error(response, body, temporary=True)):
+                    return response
+                delay = delays[attempt]
+                after = parse_retry_after(response.headers.get("retry-after"))
+                if after is not None:
+                    if after > self.max_retry_after:
+                        response.extensions["retries"] = attempt
+                        return response
+                    delay = max(delay, after)
+            attempt += 1
+            waited += delay
+            yield Sleep(delay)
+
+
+def new_retry(
+    inner: RoundTripper,
+    *,
+    backoff: Backoff | None = None,
+    predicate: Callable[[BaseException], bool] | None = None,
+    status_codes: Collection[int] | None = None,
+    max_retry_after: float = 60.0,
+) -> Retry:
+    """Wrap ``inner`` in a retry layer (defaults: the remote package's backoff, statuses and errors)."""
+    return Retry(inner, backoff=backoff, predicate=predicate, status_codes=status_codes,
+                 max_retry_after=max_retry_after)
+
+
+__all__ = ["Backoff", "DEFAULT_RETRY_STATUS_CODES", "REMOTE_BACKOFF", "Retry", "is_retryable", "new_retry",
+           "parse_retry_after"]
