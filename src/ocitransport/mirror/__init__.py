@@ -1,0 +1,217 @@
+"""Bulk mirroring: copy images and whole repositories between registries.
+
+``copy(src, dst)`` copies one reference (an image, or an index with all or some of its platforms);
+``mirror_repository(src_repo, dst_repo)`` copies every (or every selected) tag. Both plan first
+(list tags, HEAD manifests, resolve indexes) into picklable ``ImageUnit``s, then execute them
+concurrently on one Client, and return a ``Report``. ``plan_copy`` / ``plan_repository`` and
+``execute`` expose the two halves (to inspect a plan, or to run units elsewhere).
+
+Manifests are copied byte for byte (digests preserved); a manifest is pushed only once everything it
+references is at the destination. Blobs are skipped when present, mounted across repositories when
+the registry allows it, otherwise streamed from the source into the destination with their digest
+verified on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from ..exceptions import OCITransportError
+from .execute import Executor, Progress
+from .manifests import ManifestError
+from .plan import ImageUnit, Plan, describe, plan_image
+from .plan import plan_repository as _plan_repository
+from .report import ImageResult, Report, Status
+from .session import DigestMismatch, MirrorError, Session
+
+if TYPE_CHECKING:
+    from ..authn import Keychain
+    from ..client import Client
+
+__all__ = [
+    "DigestMismatch", "ImageResult", "ImageUnit", "ManifestError", "MirrorError", "Plan", "Progress",
+    "Report", "copy", "execute", "mirror_repositories", "mirror_repository", "plan_copy", "plan_repository",
+]
+
+T = TypeVar("T")
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code (on a helper thread when a loop already runs here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]
+
+
+class _Owned:
+    """The Client to use, created (and closed afterwards) when the caller gave none."""
+
+    def __init__(self, client: Client | None, jobs: int) -> None:
+        self.given = client
+        self.client = client
+
+    def __enter__(self) -> Client:
+        if self.client is None:
+            from ..client import Client
+
+            self.client = Client()
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        if self.given is None and self.client is not None:
+            self.client.close()
+
+
+def _check_jobs(jobs: int) -> None:
+    if jobs < 1:
+        raise ValueError("jobs must be greater than zero")
+
+
+async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[str], insecure: bool) -> Plan:
+    plan = Plan()
+    try:
+        plan.units.append(await plan_image(session, src, dst, platforms=platforms, insecure=insecure))
+    except (OCITransportError, ValueError) as exc:
+        plan.errors.append((src, describe(exc)))
+    return plan
+
+
+async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
+                   keep_going: bool, dry_run: bool, progress: Progress | None, started: float) -> Report:
+    report = Report(dry_run=dry_run)
+    for ref, message in plan.errors:
+        report.fail(ref, message)
+    if progress is not None:
+        progress.planned(plan.units)
+    if dry_run:
+        for unit in plan.units:
+            status: Status = "skipped" if unit.up_to_date else "planned"
+            result = ImageResult(unit.source, unit.destination, status, unit.target_digest, unit.media_type,
+                                 list(unit.platforms))
+            report.add(result)
+        report.retries = session.retries
+        report.duration = time.monotonic() - started
+        return report
+    if plan.errors and not keep_going:
+        report.images_not_attempted = len(plan.units)
+        report.duration = time.monotonic() - started
+        return report
+    executor = Executor(session, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable,
+                        keep_going=keep_going, progress=progress)
+    await executor.run(plan.units, report)
+    report.duration = time.monotonic() - started
+    return report
+
+
+def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
+         platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+         include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
+         dry_run: bool = False, progress: Progress | None = None) -> Report:
+    """Copy one image reference ``src`` (``host/repo:tag`` or ``host/repo@sha256:...``) to ``dst``.
+
+    ``dst`` is a full reference, or a repository (the source's tag or digest is kept). An index is
+    copied with all its platforms, unless ``platforms`` (``["linux/amd64", "linux/arm64/v8"]``) is
+    given: then the matching children are copied, and the tag gets the single match itself, or a
+    filtered index when several match. ``insecure`` allows plain HTTP to any registry (loopback and
+    private addresses are always allowed it). Credentials come from ``keychain`` (default: the docker
+    config). Never raises for registry failures: they are in ``Report.errors``.
+    """
+    _check_jobs(jobs)
+    started = time.monotonic()
+    with _Owned(client, jobs) as c:
+        async def main() -> Report:
+            session = Session(c, keychain, retries=retries)
+            plan = await _plan_copy(session, src, dst, platforms or (), insecure)
+            return await _execute(session, plan, jobs=jobs, retries=retries,
+                                  include_nondistributable=include_nondistributable, keep_going=keep_going,
+                                  dry_run=dry_run, progress=progress, started=started)
+        return _run(main)
+
+
+def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
+                      include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                      client: Client | None = None, keychain: Keychain | None = None,
+                      platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+                      include_nondistributable: bool = False, insecure: bool = False,
+                      keep_going: bool = True, dry_run: bool = False,
+                      progress: Progress | None = None) -> Report:
+    """Copy every tag of ``src_repo`` (``host/repo``) to the same tag in ``dst_repo``.
+
+    ``tags``: only these tags (default: all, listed with ``n=1000`` pages following ``Link``).
+    ``include`` / ``exclude``: regular expressions (``re.search``) a tag must match / must not match.
+    Tags whose destination already has the source's digest are skipped without touching blobs.
+    Other options as for :func:`copy`.
+    """
+    return mirror_repositories([(src_repo, dst_repo)], tags=tags, include=include, exclude=exclude,
+                               client=client, keychain=keychain, platforms=platforms, jobs=jobs,
+                               retries=retries, include_nondistributable=include_nondistributable,
+                               insecure=insecure, keep_going=keep_going, dry_run=dry_run, progress=progress)
+
+
+def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
+                        include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                        client: Client | None = None, keychain: Keychain | None = None,
+                        platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+                        include_nondistributable: bool = False, insecure: bool = False,
+                        keep_going: bool = True, dry_run: bool = False,
+                        progress: Progress | None = None) -> Report:
+    """:func:`mirror_repository` for several ``(src_repo, dst_repo)`` pairs in one run: one plan, one
+    pool of workers, and blobs shared between destination repositories are uploaded once and mounted
+    into the others."""
+    _check_jobs(jobs)
+    started = time.monotonic()
+    with _Owned(client, jobs) as c:
+        async def main() -> Report:
+            session = Session(c, keychain, retries=retries)
+            plan = Plan()
+            for src_repo, dst_repo in pairs:
+                try:
+                    part = await _plan_repository(session, src_repo, dst_repo, tags=tags, include=include,
+                                                  exclude=exclude, platforms=platforms or (),
+                                                  insecure=insecure, jobs=jobs)
+                except (OCITransportError, ValueError) as exc:
+                    part = Plan(errors=[(src_repo, describe(exc))])
+                plan.units.extend(part.units)
+                plan.errors.extend(part.errors)
+            return await _execute(session, plan, jobs=jobs, retries=retries,
+                                  include_nondistributable=include_nondistributable, keep_going=keep_going,
+                                  dry_run=dry_run, progress=progress, started=started)
+        return _run(main)
+
+
+def plan_copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
+              platforms: Sequence[str] | None = None, insecure: bool = False) -> Plan:
+    """The plan :func:`copy` would run (reads the registries, writes nothing)."""
+    with _Owned(client, 1) as c:
+        return _run(lambda: _plan_copy(Session(c, keychain), src, dst, platforms or (), insecure))
+
+
+def plan_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
+                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                    client: Client | None = None, keychain: Keychain | None = None,
+                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: int = 8) -> Plan:
+    """The plan :func:`mirror_repository` would run (reads the registries, writes nothing)."""
+    with _Owned(client, jobs) as c:
+        return _run(lambda: _plan_repository(Session(c, keychain), src_repo, dst_repo, tags=tags,
+                                             include=include, exclude=exclude, platforms=platforms or (),
+                                             insecure=insecure, jobs=jobs))
+
+
+def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychain: Keychain | None = None,
+            jobs: int = 8, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
+            progress: Progress | None = None) -> Report:
+    """Run planned units (from any plan, possibly made elsewhere) and report."""
+    _check_jobs(jobs)
+    started = time.monotonic()
+    plan = Plan(units=list(units))
+    with _Owned(client, jobs) as c:
+        return _run(lambda: _execute(Session(c, keychain, retries=retries), plan, jobs=jobs, retries=retries,
+                                     include_nondistributable=include_nondistributable, keep_going=keep_going,
+                                     dry_run=False, progress=progress, started=started))

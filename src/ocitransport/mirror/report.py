@@ -1,0 +1,103 @@
+"""What a copy or mirror run did: ``Report`` and its per-image ``ImageResult``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["copied", "skipped", "failed", "planned"]
+
+
+@dataclass
+class ImageResult:
+    """One unit's outcome: ``source`` and ``destination`` references, the manifest ``digest`` the
+    destination now has (or would have), ``status`` and, when it failed, ``error``."""
+
+    source: str
+    destination: str
+    status: Status
+    digest: str = ""
+    media_type: str = ""
+    platforms: list[str] = field(default_factory=list)
+    blobs_transferred: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_transferred: int = 0
+    error: str = ""
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """Totals of a run plus one ``ImageResult`` per image.
+
+    ``ok`` is true when every image was copied or skipped. ``errors`` lists ``(reference, message)``
+    for every failure, planning failures included (a missing tag, an unreachable registry).
+    """
+
+    images_copied: int = 0
+    images_skipped: int = 0
+    images_failed: int = 0
+    images_not_attempted: int = 0
+    blobs_transferred: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_transferred: int = 0
+    retries: int = 0
+    duration: float = 0.0
+    dry_run: bool = False
+    images: list[ImageResult] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.images_failed == 0 and self.images_not_attempted == 0
+
+    def add(self, result: ImageResult) -> None:
+        """Count one image's result in the totals."""
+        self.images.append(result)
+        if result.status == "copied":
+            self.images_copied += 1
+        elif result.status == "skipped":
+            self.images_skipped += 1
+        elif result.status == "failed":
+            self.images_failed += 1
+            self.errors.append((result.source, result.error))
+        self.blobs_transferred += result.blobs_transferred
+        self.blobs_mounted += result.blobs_mounted
+        self.blobs_skipped += result.blobs_skipped
+        self.bytes_transferred += result.bytes_transferred
+
+    def fail(self, reference: str, message: str) -> None:
+        """Record a failure that is not one image's (planning: listing tags, resolving a reference)."""
+        self.errors.append((reference, message))
+
+    def merge(self, other: Report) -> None:
+        """Add ``other``'s images, errors and counters (for runs split across workers)."""
+        for result in other.images:
+            self.add(result)
+        self.errors.extend(e for e in other.errors if e not in self.errors)
+        self.retries += other.retries
+        self.duration = max(self.duration, other.duration)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["errors"] = [{"reference": ref, "error": msg} for ref, msg in self.errors]
+        out["duration"] = round(self.duration, 3)
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The report as JSON (``json.dumps`` keyword arguments pass through, e.g. ``indent=2``)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def summary(self) -> str:
+        """One line for humans."""
+        mib = self.bytes_transferred / (1 << 20)
+        verb = "would copy" if self.dry_run else "copied"
+        copied = len(self.images) - self.images_skipped if self.dry_run else self.images_copied
+        extra = f", not attempted {self.images_not_attempted}" if self.images_not_attempted else ""
+        return (f"{verb} {copied} images, skipped {self.images_skipped}, failed {len(self.errors)}{extra}; "
+                f"blobs: {self.blobs_transferred} transferred ({mib:.1f} MiB), {self.blobs_mounted} mounted, "
+                f"{self.blobs_skipped} already present; {self.retries} retries; {self.duration:.2f} s")
