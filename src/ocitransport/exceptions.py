@@ -31,8 +31,32 @@ class TimeoutError(TransportError):  # noqa: A001 - a registry-level name, disti
     """A connect, total or low-speed (stall) timeout expired."""
 
 
+class ConnectTimeout(TimeoutError):
+    """The connect timeout expired before the connection (TCP and TLS) was up."""
+
+
+class ReadTimeout(TimeoutError):
+    """The total or stall timeout expired while the response was awaited or received."""
+
+
+class WriteTimeout(TimeoutError):
+    """The total or stall timeout expired while the request body was being sent."""
+
+
 class TLSError(ConnectError):
     """TLS handshake or certificate verification failed."""
+
+
+class ProxyError(ConnectError):
+    """The proxy could not be resolved or refused to set up the tunnel."""
+
+
+class InvalidURL(TransportError):
+    """The URL could not be parsed (libcurl's URL_MALFORMAT)."""
+
+
+class UnsupportedProtocol(InvalidURL):
+    """The URL's scheme is not http or https."""
 
 
 class ProtocolError(TransportError):
