@@ -1,0 +1,229 @@
+"""``HTTPXTransport`` and ``AsyncHTTPXTransport``: httpx transports on the ocitransport engine.
+
+    client = httpx.Client(transport=HTTPXTransport())
+    client = httpx.AsyncClient(transport=AsyncHTTPXTransport(registry_auth=True))
+
+httpx keeps what it does: redirects, cookies, auth, content decoding (the body is handed over as
+received, so gzip is decoded once, by httpx). The transport maps ``request.extensions["timeout"]``:
+``connect`` to the connect timeout, ``read`` (or ``write`` when ``read`` is None) to the engine's stall
+limit (whole seconds in libcurl: 0.5 acts as 1), ``pool`` to the wait for a connection slot. TLS and
+proxy are fixed per transport, as for ``httpx.HTTPTransport``: ``verify`` (bool or CA file/dir path; an
+``ssl.SSLContext`` cannot be handed to libcurl and is refused), ``cert`` (path or ``(cert, key)``) and
+``proxy`` (a URL; ``None``: no proxy, environment ignored, as httpx does for an explicit transport).
+``verify=True`` trusts the system CA store.
+
+Response bodies always stream (httpx reads them for non-streaming calls), with back-pressure; request
+bodies stream from ``request.stream``. Registry mode: see ``ocitransport.adapters``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import ssl
+from collections.abc import AsyncIterator, Collection, Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..client import AsyncClient, Client
+from ..messages import Headers, Request, Response, Timeout
+from . import AuthSource, RegistryRouter, make_router
+from ._errors import is_mapped, to_httpx
+
+if TYPE_CHECKING:
+    from ..authn import Keychain
+    from ..roundtrip import RoundTripper
+
+__all__ = ["AsyncHTTPXTransport", "HTTPXTransport"]
+
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(connect: float | None, stall: float | None, pool: float | None) -> Timeout:
+    return Timeout(connect=connect, total=None, stall=stall, pool=pool)
+
+
+def map_timeout(extensions: dict[str, Any]) -> Timeout:
+    """httpx's per-request timeout dict (``connect``/``read``/``write``/``pool``) as an engine Timeout."""
+    t = extensions.get("timeout")
+    if not t:
+        return _timeout(None, None, None)
+    read = t.get("read")
+    return _timeout(t.get("connect"), read if read is not None else t.get("write"), t.get("pool"))
+
+
+def _headers(request: httpx.Request) -> Headers:
+    return Headers._from_list([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw])
+
+
+def _fixed_body(request: httpx.Request) -> bytes | None:
+    """The body when httpx already holds it in memory; raises ``RequestNotRead`` for a stream."""
+    content = request.content
+    if not content and request.method in _BODYLESS:
+        return None
+    return content
+
+
+def _response(resp: Response, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
+    return httpx.Response(
+        resp.status,
+        headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()],
+        stream=stream,
+        extensions={"http_version": resp.http_version.encode("ascii"),
+                    "reason_phrase": resp.reason.encode("latin-1")},
+    )
+
+
+def _check_options(verify: Any) -> None:
+    if isinstance(verify, ssl.SSLContext):
+        raise TypeError("verify=ssl.SSLContext cannot be handed to libcurl; pass True, False or a CA "
+                        "file or directory path")
+
+
+class _SyncStream(httpx.SyncByteStream):
+    """The response body as httpx iterates it; engine errors become httpx errors mid-stream."""
+
+    def __init__(self, response: Response, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes()
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_httpx(exc, self._request) from exc
+            raise
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _AsyncStream(httpx.AsyncByteStream):
+    def __init__(self, response: Response, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_httpx(exc, self._request) from exc
+            raise
+
+    async def aclose(self) -> None:
+        self._response.close()
+
+
+class _Options:
+    """What both transports take: a shared client or the options for their own, and registry mode."""
+
+    def _setup(self, client: Client | AsyncClient | None, verify: Any, cert: Any, proxy: str | None,
+               registry_auth: bool, keychain: Keychain | None, auth: AuthSource | None,
+               registries: Collection[str] | None, retry: bool, options: dict[str, Any],
+               kind: type[Client | AsyncClient]) -> None:
+        self._own = client is None
+        if client is None:
+            _check_options(verify)
+            if not isinstance(verify, bool):
+                verify = os.fspath(verify)  # the engine takes str paths only
+            if cert is not None:
+                cert = tuple(os.fspath(c) for c in cert) if isinstance(cert, (tuple, list)) else os.fspath(cert)
+            client = kind(verify=verify, cert=cert, proxy="" if proxy is None else str(proxy),
+                          follow_redirects=False, **options)
+        self.client: Client | AsyncClient = client
+        self.router: RegistryRouter | None = make_router(registry_auth, keychain, auth, registries, retry)
+
+    def _close(self) -> None:
+        if self.router is not None:
+            self.router.forget(self.client)
+        if self._own:
+            self.client.close()
+
+
+class HTTPXTransport(_Options, httpx.BaseTransport):
+    """A sync httpx transport: ``httpx.Client(transport=HTTPXTransport(...))``.
+
+    ``HTTPXTransport(*, client=None, verify=True, cert=None, proxy=None, registry_auth=False,
+    keychain=None, auth=None, registries=None, retry=True, **client_options)``; ``client_options``
+    (``max_connections``, ``max_connections_per_host``, ``http2``, ``user_agent``) go to the client it
+    creates. A shared ``client=`` is used as configured (its TLS and proxy settings) and not closed.
+    """
+
+    def __init__(self, *, client: Client | None = None, verify: bool | str = True,
+                 cert: str | tuple[str, str] | None = None, proxy: str | httpx.URL | None = None,
+                 registry_auth: bool = False, keychain: Keychain | None = None,
+                 auth: AuthSource | None = None, registries: Collection[str] | None = None,
+                 retry: bool = True, **client_options: Any) -> None:
+        self._setup(client, verify, cert, proxy, registry_auth, keychain, auth, registries, retry,  # type: ignore[arg-type]
+                    client_options, Client)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            body: Any = _fixed_body(request)
+        except httpx.RequestNotRead:
+            body = iter(request.stream)  # type: ignore[arg-type]
+        try:
+            ours = Request(request.method, str(request.url), _headers(request), body,
+                           timeout=map_timeout(request.extensions), stream=True)
+            rt: RoundTripper = self.client
+            if self.router is not None:
+                rt = self.router.route(self.client, ours)
+            resp = rt.round_trip(ours)
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_httpx(exc, request) from exc
+            raise
+        return _response(resp, _SyncStream(resp, request))
+
+    def close(self) -> None:
+        """Close the client this transport created (a shared one stays open). Idempotent."""
+        self._close()
+
+
+class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
+    """An asyncio httpx transport: ``httpx.AsyncClient(transport=AsyncHTTPXTransport(...))``.
+
+    Same arguments as :class:`HTTPXTransport`; ``client=`` may be a ``Client`` or an ``AsyncClient``
+    (both have the awaitable face). Transfers run on the engine's thread; the caller's event loop is
+    never blocked. asyncio only (not trio).
+    """
+
+    def __init__(self, *, client: Client | AsyncClient | None = None, verify: bool | str = True,
+                 cert: str | tuple[str, str] | None = None, proxy: str | httpx.URL | None = None,
+                 registry_auth: bool = False, keychain: Keychain | None = None,
+                 auth: AuthSource | None = None, registries: Collection[str] | None = None,
+                 retry: bool = True, **client_options: Any) -> None:
+        self._setup(client, verify, cert, proxy, registry_auth, keychain, auth, registries, retry,  # type: ignore[arg-type]
+                    client_options, AsyncClient)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            body: Any = _fixed_body(request)
+        except httpx.RequestNotRead:
+            body = _aiter(request.stream)  # type: ignore[arg-type]
+        try:
+            ours = Request(request.method, str(request.url), _headers(request), body,
+                           timeout=map_timeout(request.extensions), stream=True)
+            rt: RoundTripper = self.client
+            if self.router is not None:
+                rt = await self.router.route_async(self.client, ours)
+            resp = await rt.round_trip_async(ours)
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_httpx(exc, request) from exc
+            raise
+        return _response(resp, _AsyncStream(resp, request))
+
+    async def aclose(self) -> None:
+        """Close the client this transport created (a shared one stays open). Idempotent."""
+        self._close()
+
+
+async def _aiter(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield chunk

@@ -1,0 +1,381 @@
+"""``RequestsAdapter``: a ``requests`` transport adapter on the ocitransport engine.
+
+    session = requests.Session()
+    adapter = RequestsAdapter()                      # plain: our engine, nothing else
+    adapter = RequestsAdapter(registry_auth=True)    # + registry auth from the docker config
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+What stays with requests, as with its own ``HTTPAdapter``: redirects, cookies, ``auth=``, content
+decoding (``raw`` is a urllib3 ``HTTPResponse`` with ``decode_content=False``, so gzip is decoded once,
+by requests). What the adapter maps: ``timeout`` (float, ``(connect, read)`` or urllib3 ``Timeout``; the
+read timeout becomes the engine's stall limit, which libcurl counts in whole seconds, so 0.5 acts as 1),
+``verify`` (bool or CA file/dir), ``cert`` (path or ``(cert, key)``), ``proxies`` (resolved by requests,
+so libcurl's own ``*_proxy`` handling is switched off). ``verify=True`` trusts the system CA store (not
+certifi's bundle): a deliberate difference, the store docker and curl use.
+
+Registry mode and the ``Authorization`` rule: see ``ocitransport.adapters``. A shared ``client=`` serves
+the requests whose ``verify``/``cert``/proxy are the defaults (``True``/``None``/none); other settings
+get adapter-owned clients (the engine fixes TLS and proxy per client), all closed by ``close()``.
+
+Not picklable: the engine holds curl handles and sockets (``__getstate__`` raises ``TypeError``).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import io
+import os
+import threading
+from collections.abc import Collection, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import requests
+import urllib3
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers, select_proxy
+
+from ..client import Client
+from ..messages import Headers, Request, Response, Timeout
+from . import AuthSource, RegistryRouter, make_router
+from ._errors import is_mapped, to_requests, to_urllib3
+
+if TYPE_CHECKING:
+    from ..authn import Keychain
+    from ..roundtrip import RoundTripper
+
+__all__ = ["RequestsAdapter", "installed"]
+
+_ClientKey = tuple[Any, Any, str]
+_NO_TIMEOUT = Timeout(connect=None, total=None, stall=None, pool=None)
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(connect: float | None, read: float | None) -> Timeout:
+    """One ``Timeout`` object per distinct setting (the engine skips re-arming a handle on identity)."""
+    return Timeout(connect=connect, total=None, stall=read, pool=None)
+
+
+def map_timeout(timeout: Any) -> Timeout:
+    """requests' ``timeout`` argument as an engine ``Timeout``: ``None`` waits forever (as stock)."""
+    if timeout is None:
+        return _NO_TIMEOUT
+    if isinstance(timeout, tuple):
+        try:
+            connect, read = timeout
+        except ValueError:
+            raise ValueError(f"Invalid timeout {timeout}. Pass a (connect, read) timeout tuple, "
+                             "or a single float to set both timeouts to the same value.") from None
+        return _timeout(connect, read)
+    if isinstance(timeout, urllib3.Timeout):
+        return _timeout(timeout.connect_timeout, timeout.read_timeout)
+    return _timeout(timeout, timeout)
+
+
+class _OriginalResponse:
+    """What ``raw._original_response`` is for stock: enough of ``http.client.HTTPResponse`` for cookie
+    extraction (``.msg``, an ``HTTPMessage``) and for code that peeks at status and version."""
+
+    __slots__ = ("_closed", "msg", "reason", "status", "version")
+
+    def __init__(self, msg: http.client.HTTPMessage, status: int, reason: str, version: int) -> None:
+        self.msg = msg
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self._closed = False
+
+    def info(self) -> http.client.HTTPMessage:
+        return self.msg
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return list(self.msg.items())
+
+    def isclosed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _BodyFile(io.RawIOBase):
+    """A streaming response body as the file object under urllib3's ``HTTPResponse``.
+
+    Engine errors surface as the urllib3 exceptions a socket read would give, so requests maps them
+    (``ChunkedEncodingError``, ``ConnectionError``, ``SSLError``) exactly as for its own adapter.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self._response = response
+        self._chunks: Iterator[bytes] = response.iter_bytes()
+        self._rest = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._done = True
+            return b""
+        except Exception as exc:
+            self._done = True
+            if is_mapped(exc):
+                raise to_urllib3(exc, self._response.url) from exc
+            raise
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            return b""
+        if size is None or size < 0:
+            parts = [self._rest]
+            self._rest = b""
+            while not self._done:
+                parts.append(self._next())
+            return b"".join(parts)
+        data = self._rest or (b"" if self._done else self._next())
+        if len(data) > size:
+            self._rest = data[size:]
+            return data[:size]
+        self._rest = b""
+        return data
+
+    read1 = read
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def isclosed(self) -> bool:
+        return self.closed or (self._done and not self._rest)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+        super().close()
+
+
+class _RawResponse(urllib3.HTTPResponse):
+    """urllib3's response over our body; ``release_conn()`` ends the transfer (frees the handle)."""
+
+    def release_conn(self) -> None:
+        fp = self._fp
+        if fp is not None and not fp.closed:
+            fp.close()
+        super().release_conn()
+
+
+def _http_message(items: Iterable[tuple[str, str]]) -> http.client.HTTPMessage:
+    msg = http.client.HTTPMessage()
+    for name, value in items:
+        msg[name] = value
+    return msg
+
+
+_VERSIONS = {"HTTP/1.1": 11, "HTTP/1.0": 10, "HTTP/2": 20, "HTTP/2.0": 20, "HTTP/3": 30}
+
+
+def _raw(response: Response, method: str, url: str, body: io.IOBase) -> _RawResponse:
+    items = response.headers.items()
+    headers = urllib3.HTTPHeaderDict()
+    for name, value in items:
+        headers.add(name, value)
+    version = _VERSIONS.get(response.http_version, 11)
+    original = _OriginalResponse(_http_message(items), response.status, response.reason, version)
+    return _RawResponse(body=body, headers=headers, status=response.status, version=version,
+                        version_string=response.http_version, reason=response.reason,
+                        preload_content=False, decode_content=False, original_response=original,  # type: ignore[arg-type]
+                        request_method=method, request_url=url, enforce_content_length=False)
+
+
+def _body(body: Any) -> Any:
+    """requests' ``PreparedRequest.body`` as an engine body (str is sent as UTF-8, as urllib3 does)."""
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if hasattr(body, "read"):
+        if isinstance(body, io.TextIOBase):
+            return (part.encode("utf-8") for part in iter(lambda: body.read(65536), ""))
+        return body
+    return (part.encode("utf-8") if isinstance(part, str) else bytes(part) for part in body)
+
+
+def _headers(headers: Any) -> Headers:
+    items = []
+    for name, value in headers.items():
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        items.append((name, value))
+    return Headers._from_list(items)
+
+
+_IDENTITY = ("", "identity")
+
+
+def _case_insensitive(items: list[tuple[str, str]]) -> CaseInsensitiveDict[str]:
+    """``CaseInsensitiveDict(raw.headers)`` as stock builds it (repeats joined with ", "), without the
+    per-key round trips through urllib3's ``HTTPHeaderDict``."""
+    store: dict[str, tuple[str, str]] = {}
+    for name, value in items:
+        key = name.lower()
+        found = store.get(key)
+        store[key] = (found[0], f"{found[1]}, {value}") if found is not None else (name, value)
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    headers._store = store  # type: ignore[assignment]
+    return headers
+
+
+class RequestsAdapter(BaseAdapter):
+    """A ``requests`` adapter that sends every request through one ocitransport ``Client``.
+
+    ``RequestsAdapter(*, client=None, registry_auth=False, keychain=None, auth=None, registries=None,
+    retry=True, **client_options)``: ``client_options`` (``max_connections``,
+    ``max_connections_per_host``, ``http2``, ``user_agent``) go to the clients the adapter creates.
+    """
+
+    __attrs__: ClassVar[list[str]] = []
+
+    def __init__(self, *, client: Client | None = None, registry_auth: bool = False,
+                 keychain: Keychain | None = None, auth: AuthSource | None = None,
+                 registries: Collection[str] | None = None, retry: bool = True,
+                 **client_options: Any) -> None:
+        super().__init__()
+        self._shared = client
+        self._options = client_options
+        self._clients: dict[_ClientKey, Client] = {}
+        self._lock = threading.Lock()
+        self.router: RegistryRouter | None = make_router(registry_auth, keychain, auth, registries, retry)
+
+    def client_for(self, verify: Any = True, cert: Any = None, proxy: str = "") -> Client:
+        """The client serving these TLS and proxy settings (created on first use)."""
+        if isinstance(cert, (list, tuple)):
+            cert = tuple(os.fspath(c) for c in cert)
+        elif cert is not None:
+            cert = os.fspath(cert)
+        if not isinstance(verify, bool):
+            verify = os.fspath(verify)  # the engine takes str paths only
+        key = (verify, cert, proxy)
+        found = self._clients.get(key)
+        if found is not None:
+            return found
+        if self._shared is not None and verify is True and cert is None and not proxy:
+            return self._shared
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                found = Client(verify=verify, cert=cert, proxy=proxy, follow_redirects=False,
+                               **self._options)
+                self._clients[key] = found
+        return found
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: bool | str = True, cert: Any = None,
+             proxies: dict[str, str] | None = None) -> requests.Response:
+        """Send a ``PreparedRequest`` and return a ``requests.Response`` (see the module docstring)."""
+        url = request.url
+        assert url is not None
+        proxy = (select_proxy(url, proxies) or "") if proxies else ""
+        try:
+            client = self.client_for(verify, cert, proxy)
+            ours = Request(request.method or "GET", url, _headers(request.headers), _body(request.body),
+                           timeout=map_timeout(timeout), stream=stream)
+            rt: RoundTripper = client
+            if self.router is not None:
+                rt = self.router.route(client, ours)
+            response = rt.round_trip(ours)
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_requests(exc, request) from exc
+            raise
+        return self.build_response(request, response)
+
+    def build_response(self, req: requests.PreparedRequest, resp: Response) -> requests.Response:
+        """A ``requests.Response`` as ``HTTPAdapter.build_response`` makes one, over our response."""
+        r = requests.Response()
+        url = req.url or ""
+        if resp.is_streaming:
+            raw = _raw(resp, req.method or "GET", url, _BodyFile(resp))
+        else:
+            content = resp.content
+            raw = _raw(resp, req.method or "GET", url, io.BytesIO(content))
+            if (resp.headers.get("content-encoding") or "").strip().lower() in _IDENTITY:
+                # Nothing to decode: hand requests the body we already hold (Session skips its read).
+                r._content = content
+                r._content_consumed = True
+        r.status_code = resp.status
+        r.headers = _case_insensitive(resp.headers.items())
+        r.encoding = get_encoding_from_headers(r.headers)
+        r.raw = raw
+        r.reason = resp.reason
+        r.url = url
+        from requests.cookies import extract_cookies_to_jar
+
+        extract_cookies_to_jar(r.cookies, req, raw)
+        r.request = req
+        r.connection = self  # type: ignore[assignment]
+        return r
+
+    def close(self) -> None:
+        """Close the clients this adapter created (a shared ``client=`` stays open). Idempotent.
+
+        As with ``HTTPAdapter`` (whose ``close()`` clears its pools), the adapter stays usable: the
+        next request opens a new client. ``Session.close()`` calls this for every mounted adapter, so
+        an adapter shared by several sessions is best closed by its owner, after the sessions.
+        """
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            if self.router is not None:
+                self.router.forget(client)
+            client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("RequestsAdapter cannot be pickled: it owns live curl handles and sockets")
+
+
+class installed:
+    """Mount ``adapter`` on every ``requests.Session`` while the block runs, including the throwaway
+    sessions of ``requests.get()``, for libraries that keep their sessions private (python-dxf).
+
+    ``with installed(RequestsAdapter(registry_auth=True)) as adapter: ...`` The adapter is closed on
+    exit when this context created it (``installed()`` with no argument).
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, adapter: RequestsAdapter | None = None, **options: Any) -> None:
+        self._own = adapter is None
+        self.adapter = adapter if adapter is not None else RequestsAdapter(**options)
+        self._saved: Any = None
+
+    def __enter__(self) -> RequestsAdapter:
+        adapter = self.adapter
+        original = requests.Session.get_adapter
+
+        def get_adapter(session: requests.Session, url: str) -> BaseAdapter:
+            if url.lower().startswith(("http://", "https://")):
+                return adapter
+            return original(session, url)
+
+        with self._lock:
+            self._saved = original
+            requests.Session.get_adapter = get_adapter  # type: ignore[method-assign,assignment]
+        return adapter
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            requests.Session.get_adapter = self._saved  # type: ignore[method-assign]
+        if self._own:
+            self.adapter.close()
