@@ -167,7 +167,8 @@ class Client(_Base):
 
         ``extensions``: ``"sha256": True`` puts the body's hex digest in ``response.extensions["sha256"]``;
         ``"sha256_upload": True`` that of the sent body in ``["sha256_upload"]``; ``"sink"``: a binary
-        file or callable that receives the body instead of ``response.content``.
+        file or callable that receives the body instead of ``response.content``; ``"timing": True``
+        puts libcurl's timings and ``new_connections`` in ``["timing"]``.
         """
         return self.send(Request(method, url, headers, body, timeout=timeout, stream=stream,
                                  extensions=extensions), follow_redirects=follow_redirects)

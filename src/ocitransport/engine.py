@@ -1517,6 +1517,13 @@ class Engine(RoundTripper):
                 result = self._response(t, h.lines, h.chunks)
         except BaseException as exc:  # noqa: BLE001 - a malformed head fails this request only
             error = _local_error(t, exc)
+        ext = t.request.extensions
+        if ext and ext.get("timing"):
+            timing = _timing(curl)
+            if result is not None:
+                result.extensions["timing"] = timing
+            elif t.result is not None:  # a stream's response went out with its head
+                t.result.extensions["timing"] = timing
         self._release(h, t)
         if t.mode == _STREAM:
             self._complete_stream(t, error)
@@ -1548,11 +1555,16 @@ class Engine(RoundTripper):
     def _curl_error(self, t: _Transfer, curl: pycurl.Curl, code: int, message: str) -> TransportError:
         phase = "read"
         if code == pycurl.E_OPERATION_TIMEDOUT:
+            head_started = bool(t.lines if t.mode == _STREAM else t.handle is not None and t.handle.lines)
             try:
-                if curl.getinfo(pycurl.CONNECT_TIME) == 0.0 or (
-                        t.request.url[:6].lower() == "https:" and curl.getinfo(pycurl.APPCONNECT_TIME) == 0.0):
+                # CONNECT_TIME is 0.0 on a reused connection too: only a transfer that opened a
+                # connection of its own (NUM_CONNECTS > 0) can have timed out connecting.
+                if not head_started and curl.getinfo(pycurl.NUM_CONNECTS) > 0 and (
+                        curl.getinfo(pycurl.CONNECT_TIME) == 0.0
+                        or (t.request.url[:6].lower() == "https:"
+                            and curl.getinfo(pycurl.APPCONNECT_TIME) == 0.0)):
                     phase = "connect"
-                elif t.reader is not None and not t.sent_all:
+                elif not head_started and t.reader is not None and not t.sent_all:
                     phase = "write"
             except pycurl.error:
                 pass
@@ -1824,6 +1836,24 @@ def _loop_main(ref: weakref.ref[Engine], event: threading.Event) -> None:
         if engine._needs_driver():
             event.set()
         del engine
+
+
+_TIMING = (("namelookup", pycurl.NAMELOOKUP_TIME), ("connect", pycurl.CONNECT_TIME),
+           ("appconnect", pycurl.APPCONNECT_TIME), ("pretransfer", pycurl.PRETRANSFER_TIME),
+           ("starttransfer", pycurl.STARTTRANSFER_TIME), ("total", pycurl.TOTAL_TIME))
+
+
+def _timing(curl: pycurl.Curl) -> dict[str, float | int]:
+    """libcurl's timings in seconds from the start of the transfer, and ``new_connections``
+    (0 when a pooled connection was reused); asked for with ``extensions={"timing": True}``."""
+    out: dict[str, float | int] = {}
+    try:
+        for name, info in _TIMING:
+            out[name] = curl.getinfo(info)
+        out["new_connections"] = curl.getinfo(pycurl.NUM_CONNECTS)
+    except pycurl.error:
+        pass
+    return out
 
 
 def _set_timeouts(curl: pycurl.Curl, timeout: Timeout) -> None:
