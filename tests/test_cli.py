@@ -1,9 +1,10 @@
-import pytest
 """The ``ocitransport`` command line against real registries on loopback."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 import os
 import subprocess
 import sys
