@@ -10,6 +10,7 @@ from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 from ._redaction import redact_url
+from ._urls import DEFAULT_PORTS, origin
 from .exceptions import RedirectError
 from .messages import Request, Response
 from .roundtrip import Exchange, Layer, RoundTripper
@@ -22,19 +23,6 @@ SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"}
 #: Dropped when a redirect turns the request into a body-less GET.
 BODY_HEADERS = frozenset({"content-length", "content-type", "content-encoding", "transfer-encoding",
                           "content-md5", "digest"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
-
-
 class Redirects(Layer):
     """Follow 301/302/303/307/308 up to ``max_redirects`` hops (``RedirectError`` beyond).
 
@@ -90,7 +78,7 @@ class Redirects(Layer):
         """The request for the next hop (raises ``RedirectError`` when the hop is refused)."""
         target = urljoin(current.url, location.strip())
         scheme = urlsplit(target).scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise RedirectError(f"{current.method} {redact_url(current.url)}: redirect to unsupported "
                                 f"scheme {scheme!r}")
         if self.check is not None:
@@ -98,7 +86,7 @@ class Redirects(Layer):
         method = current.method
         drop_body = (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST")
         headers = current.headers.copy()
-        if _origin(target) != _origin(current.url):
+        if origin(target) != origin(current.url):
             for name in headers.keys():  # noqa: SIM118 - a list copy: deleting while iterating
                 if name.lower() in SENSITIVE_HEADERS:
                     del headers[name]
