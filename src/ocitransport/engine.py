@@ -1533,7 +1533,9 @@ class Engine(RoundTripper):
     def _complete_stream(self, t: _Transfer, error: BaseException | None) -> None:
         stream = t.stream
         assert stream is not None
-        if not t.ready:
+        # ``t.result`` set but not ``t.ready``: the head went out and a redirect flow took the
+        # transfer over; delivering the head again would start a second flow for the same request.
+        if not t.ready and t.result is None:
             if error is None or t.head_ready:
                 # The head arrived complete: the caller gets the response, the body error comes
                 # with the body (also when both landed in the same engine turn).
@@ -1606,7 +1608,7 @@ class Engine(RoundTripper):
         heads = self._heads
         self._heads = []
         for t in heads:
-            if t.state == _ACTIVE and not t.ready:
+            if t.state == _ACTIVE and not t.ready and t.result is None:
                 try:
                     self._deliver_head(t)
                 except BaseException as exc:  # noqa: BLE001
