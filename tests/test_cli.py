@@ -82,3 +82,141 @@ def test_python_dash_m(registry, make_repo_name):
     assert out.returncode == 1
     assert json.loads(out.stdout)["ok"] is False
     assert out.stderr.startswith("ocitransport: error:")
+
+
+# ------------------------------------------------------------------------------------------- sync
+
+def _sync_file(tmp_path, registry, repo, destination=None, extra=""):
+    lines = [f"destination: {destination}"] if destination else []
+    lines += [f"{registry.host}:", "  images:", f"    {repo}: [a]", "  images-by-semver:",
+              f"    {repo}: '>= 1.0, < 2'", "  exclude: ['^1[.]1']"]
+    path = tmp_path / "sync.yaml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def test_sync_json_then_rerun_skips(registry, registry_factory, make_repo_name, tmp_path, capsys):
+    dst = registry_factory()
+    repo = make_repo_name()
+    for tag in ("a", "b", "1.0.0", "1.1.0", "1.5.0", "2.0.0"):
+        raw.push_image(registry, repo, tag)
+    path = _sync_file(tmp_path, registry, repo)
+    status = main(["sync", "--json", "--dest", f"{dst.host}/m", str(path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["ok"] and report["images_copied"] == 3
+    name = repo.rsplit("/", 1)[-1]
+    assert sorted(raw.list_tags(dst, f"m/{name}")) == ["1.0.0", "1.5.0", "a"]
+
+    status = main(["sync", "--dest", f"{dst.host}/m", str(path)])
+    _, err = capsys.readouterr()
+    assert status == 0 and "skipped 3" in err and "copied 0 images" in err
+
+
+def test_sync_dry_run_prints_the_plan(registry, registry_factory, make_repo_name, tmp_path, capsys):
+    dst = registry_factory()
+    repo = make_repo_name()
+    for tag in ("a", "1.0.0"):
+        raw.push_image(registry, repo, tag)
+    path = _sync_file(tmp_path, registry, repo, destination=dst.host)
+    status = main(["sync", "--dry-run", str(path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert out.count("copy ") == 2 and f"{dst.host}/{repo.rsplit('/', 1)[-1]}:1.0.0" in out
+    assert not any(dst.root.rglob("data"))
+
+
+def test_sync_usage_errors_are_one_line_exit_2(registry, tmp_path, capsys):
+    cases = {
+        "typo.yaml": f"destination: {registry.host}\n{registry.host}:\n  imags: {{a: []}}\n",
+        "nodest.yaml": f"{registry.host}:\n  images: {{a: []}}\n",
+        "yaml.yaml": f"destination: {registry.host}\n{registry.host}:\n  images: [\n",
+        "semver.yaml": f"destination: {registry.host}\n{registry.host}:\n  images-by-semver: {{a: '>> 1'}}\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert main(["sync", str(tmp_path / name)]) == 2, name
+        _, err = capsys.readouterr()
+        assert err.startswith(f"ocitransport: error: {tmp_path / name}") and len(err.strip().splitlines()) == 1, err
+    assert main(["sync", str(tmp_path / "absent.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["sync", "--include", "(", str(tmp_path / "typo.yaml")]) == 2
+    assert "bad regular expression" in capsys.readouterr().err
+
+
+def test_sync_failure_names_each_image_exit_1(registry, registry_factory, make_repo_name, tmp_path, capsys):
+    dst = registry_factory()
+    repo = make_repo_name()
+    raw.push_image(registry, repo, "a")
+    path = tmp_path / "sync.yaml"
+    path.write_text(f"destination: {dst.host}\nkeep-going: true\n{registry.host}:\n"
+                    f"  images:\n    {repo}: [a, nope, gone]\n")
+    status = main(["sync", str(path)])
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("ocitransport: error:")]
+    assert status == 1 and len(errors) == 2 and "Traceback" not in err
+    assert any(":nope" in e for e in errors) and any(":gone" in e for e in errors)
+
+
+def test_sync_password_stays_out_of_debug_logs(basic_registry, registry_factory, make_repo_name, tmp_path):
+    dst = registry_factory()
+    repo = make_repo_name()
+    raw.push_image(basic_registry, repo, "v1")
+    path = tmp_path / "sync.yaml"
+    path.write_text(f"destination: {dst.host}\n{basic_registry.host}:\n  images:\n    {repo}: [v1]\n"
+                    f"  credentials:\n    username: {basic_registry.username}\n"
+                    f"    password: {basic_registry.password}\n")
+    out = subprocess.run([sys.executable, "-m", "ocitransport", "-v", "sync", str(path)], check=False,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "DOCKER_CONFIG": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "DEBUG" in out.stderr and basic_registry.host in out.stderr  # requests were logged...
+    assert basic_registry.password not in out.stderr  # ...without the secret
+    secret = f"{basic_registry.username}:{basic_registry.password}".encode()
+    import base64
+
+    assert base64.b64encode(secret).decode() not in out.stderr
+
+
+def test_sync_plain_lines_without_a_tty(registry, registry_factory, make_repo_name, tmp_path):
+    dst = registry_factory()
+    repo = make_repo_name()
+    for tag in ("a", "1.0.0", "1.5.0"):
+        raw.push_image(registry, repo, tag)
+    path = _sync_file(tmp_path, registry, repo, destination=f"{dst.host}/lines")
+    out = subprocess.run([sys.executable, "-m", "ocitransport", "sync", str(path)], check=False,
+                         capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert sum(line.startswith("[") and "] copied  " in line for line in lines) == 3
+    assert "[3/3]" in out.stderr and "copied 3 images" in lines[-1]
+    assert "\x1b[" not in out.stderr  # no terminal control codes in a log
+
+
+def test_sync_dask(registry, registry_factory, make_repo_name, tmp_path, capsys):
+    """``--dask local:1`` runs the copies on a one-worker local cluster; without dask installed the
+    option fails with one line naming the extra to install."""
+    dst = registry_factory()
+    repo = make_repo_name()
+    for tag in ("a", "1.0.0"):
+        raw.push_image(registry, repo, tag)
+    path = _sync_file(tmp_path, registry, repo, destination=f"{dst.host}/d")
+    try:
+        import distributed  # noqa: F401
+
+        import ocitransport.mirror.distributed  # noqa: F401
+    except ImportError:
+        assert main(["sync", "--dask", "local:1", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ocitransport: error: --dask") and "pip install" in err
+        assert len(err.strip().splitlines()) == 1
+        return
+    assert main(["sync", "--dask", "local:x", str(path)]) == 2
+    assert "local:x" in capsys.readouterr().err
+    # A subprocess: the local cluster's worker processes must not inherit pytest's state.
+    out = subprocess.run([sys.executable, "-m", "ocitransport", "sync", "--json", "--dask", "local:1", str(path)],
+                         check=False, capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["images_copied"] == 2
+    assert sorted(raw.list_tags(dst, f"d/{repo.rsplit('/', 1)[-1]}")) == ["1.0.0", "a"]

@@ -1,24 +1,32 @@
-"""The ``ocitransport`` command line: ``copy``, ``mirror`` and ``demo`` (also ``python -m ocitransport``).
+"""The ``ocitransport`` command line: ``copy``, ``mirror``, ``sync`` and ``demo`` (also ``python -m ocitransport``).
 
 Exit status: 0 when every image was copied or skipped, 1 when something failed (each failure named on
-stderr), 2 for bad usage. Errors are one line each (``ocitransport: error: ...``), never a traceback.
+stderr), 2 for bad usage (bad options, references, regular expressions or sync files). Errors are one
+line each (``ocitransport: error: ...``), never a traceback. On a terminal (with ``rich`` installed)
+progress is drawn as bars and the run ends with a summary table; otherwise one line per image.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 PROG = "ocitransport"
+log = logging.getLogger("ocitransport.cli")
 
 
 def _error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _short(reference: str, width: int = 48) -> str:
+    return reference if len(reference) <= width else "…" + reference[-(width - 1):]
 
 
 class LineProgress:
@@ -53,58 +61,116 @@ class LineProgress:
     def close(self) -> None:
         pass
 
+    def finish(self, report: Any) -> None:
+        """The end of the run: the one-line summary."""
+        print(report.summary(), file=sys.stderr)
+
 
 class RichProgress(LineProgress):
-    """Images and bytes as two progress bars (only on a TTY, only when ``rich`` is importable)."""
+    """Progress bars (only on a TTY, only when ``rich`` is importable): images done of planned with
+    ETA, bytes with their rate, and one row per image in flight with its own bytes and rate; a summary
+    table at the end. ``console`` defaults to stderr."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, console: Any = None, quiet: bool = False) -> None:
+        super().__init__(quiet=quiet)
+        from rich.console import Console, Group
+        from rich.live import Live
         from rich.progress import (
             BarColumn,
             DownloadColumn,
             MofNCompleteColumn,
             Progress,
+            SpinnerColumn,
             TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
             TransferSpeedColumn,
         )
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  transient=False)
-        self._bytes = Progress(TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn(),
-                               transient=False, console=self._progress.console)
-        from rich.console import Group
-        from rich.live import Live
-
-        self._live = Live(Group(self._progress, self._bytes), console=self._progress.console,
-                          refresh_per_second=8, transient=False)
-        self._images = self._progress.add_task("images", total=None)
-        self._sent = self._bytes.add_task("bytes", total=None)
-        self._pending, self._last = 0, time.monotonic()
+        self.console = console if console is not None else Console(stderr=True)
+        self._overall = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=self.console)
+        self._transfers = Progress(SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn(),
+                                   TransferSpeedColumn(), console=self.console)
+        self._live = Live(Group(self._overall, self._transfers), console=self.console, refresh_per_second=8,
+                          transient=False)
+        self._images = self._overall.add_task("total", total=None)
+        self._bytes = self._transfers.add_task("[bold]all images", total=None)
+        self._rows: dict[Any, Any] = {}  # unit -> task id of the image's row
+        self._pending: dict[Any, int] = {}
+        self._pending_total = 0
+        self._last = time.monotonic()
         self._live.start()
 
     def planned(self, units: list[Any]) -> None:
         super().planned(units)
-        self._progress.update(self._images, total=len(units))
+        self._overall.update(self._images, total=len(units))
+
+    def image_started(self, unit: Any) -> None:
+        """An image began copying: give it a row."""
+        self._rows[unit] = self._transfers.add_task(_short(unit.source), total=None)
+
+    def image_bytes(self, unit: Any, n: int) -> None:
+        """``n`` more bytes of ``unit`` arrived (batched with :meth:`bytes_done`)."""
+        if unit in self._rows:
+            self._pending[unit] = self._pending.get(unit, 0) + n
 
     def image_done(self, result: Any) -> None:
         self.done += 1
-        self._progress.advance(self._images)
+        self._overall.advance(self._images)
+        for unit in [u for u in self._rows if u.source == result.source and u.destination == result.destination]:
+            self._pending.pop(unit, None)
+            self._transfers.remove_task(self._rows.pop(unit))
         if result.status == "failed":
-            self._progress.console.print(f"[red]FAILED[/] {result.source}: {result.error}", markup=True,
-                                         highlight=False)
+            self.console.print(f"[red]FAILED[/] {result.source}: {result.error}", markup=True, highlight=False)
+        elif not self.quiet and result.status == "copied":
+            self.console.print(f"copied {result.source} -> {result.destination}", markup=False, highlight=False)
 
     def bytes_done(self, n: int) -> None:
         # Called per received chunk: batch the updates (rich's bookkeeping is not free).
-        self._pending += n
+        self._pending_total += n
         now = time.monotonic()
         if now - self._last >= 0.1:
-            self._bytes.advance(self._sent, self._pending)
-            self._pending, self._last = 0, now
+            self._flush()
+            self._last = now
+
+    def _flush(self) -> None:
+        self._transfers.advance(self._bytes, self._pending_total)
+        self._pending_total = 0
+        for unit, n in self._pending.items():
+            task = self._rows.get(unit)
+            if task is not None:
+                self._transfers.advance(task, n)
+        self._pending.clear()
 
     def close(self) -> None:
-        self._bytes.advance(self._sent, self._pending)
-        self._pending = 0
+        self._flush()
+        for task in self._rows.values():
+            self._transfers.remove_task(task)
+        self._rows.clear()
         self._live.stop()
+
+    def finish(self, report: Any) -> None:
+        """The summary table (and one row per failure)."""
+        from rich.table import Table
+
+        mib = report.bytes_transferred / (1 << 20)
+        rate = mib / report.duration if report.duration > 0 else 0.0
+        table = Table(title="dry run (nothing written)" if report.dry_run else "summary", show_header=True)
+        table.add_column("images", justify="left")
+        table.add_column("count", justify="right")
+        table.add_column("blobs", justify="left")
+        table.add_column("count", justify="right")
+        planned = len(report.images) - report.images_skipped if report.dry_run else report.images_copied
+        rows = [("would copy" if report.dry_run else "copied", planned, "transferred", report.blobs_transferred),
+                ("skipped (up to date)", report.images_skipped, "mounted", report.blobs_mounted),
+                ("failed", len(report.errors), "already present", report.blobs_skipped),
+                ("not attempted", report.images_not_attempted, "retries", report.retries)]
+        for a, b, c, d in rows:
+            table.add_row(a, str(b), c, str(d))
+        table.caption = f"{mib:.1f} MiB in {report.duration:.2f} s ({rate:.1f} MiB/s)"
+        self.console.print(table)
 
 
 def _make_progress(args: argparse.Namespace) -> LineProgress:
@@ -118,13 +184,34 @@ def _make_progress(args: argparse.Namespace) -> LineProgress:
     return LineProgress()
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Copy and mirror container images between registries.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for HTTP requests)")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Redact(logging.Filter):
+    """Masks given secrets (passwords from a sync file) in every record, defence in depth: the library
+    never logs them, and this keeps it so whatever a third-party logger prints."""
 
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            for secret in self.secrets:
+                text = text.replace(secret, "***")
+            record.msg, record.args = text, None
+        return True
+
+
+# ------------------------------------------------------------------------------------------- options
+
+def _options(*, sync: bool) -> argparse.ArgumentParser:
+    """The options every copying subcommand has. For ``sync`` the defaults are ``None`` so that only
+    options given on the command line override the file's."""
+    unset = None if sync else 8
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--jobs", "-j", type=int, default=8, help="images and blob streams in parallel (default 8)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="debug logs, HTTP requests included (secrets redacted)")
+    common.add_argument("--jobs", "-j", type=int, default=unset,
+                        help="images and blob streams in parallel (default 8" + (", or the file's)" if sync else ")"))
     common.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
                         help="copy only these platforms of an index (repeatable; default: all)")
     common.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
@@ -137,9 +224,26 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument("--ca-file", help="trust this CA bundle (PEM) for TLS registries")
     common.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
     common.add_argument("--key", help="client key (PEM) for --cert")
-    common.add_argument("--retries", type=int, default=3, help="retries per request and per blob (default 3)")
+    common.add_argument("--retries", type=int, default=None if sync else 3,
+                        help="retries per request and per blob (default 3" + (", or the file's)" if sync else ")"))
     common.add_argument("--include-nondistributable", action="store_true",
                         help="also copy foreign / non-distributable layers")
+    return common
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--include", action="append", default=[], metavar="REGEX",
+                        help="only tags matching (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                        help="skip tags matching (repeatable)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Copy and mirror container images between registries.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="debug logs, HTTP requests included (secrets redacted)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = _options(sync=False)
 
     cp = sub.add_parser("copy", parents=[common], help="copy one image or index",
                         description="Copy SRC (host/repo:tag or host/repo@digest) to DST (a reference, "
@@ -153,8 +257,16 @@ def _build_parser() -> argparse.ArgumentParser:
     mi.add_argument("dst_repo")
     mi.add_argument("--all-tags", action="store_true", default=True, help="every tag (the default)")
     mi.add_argument("--tag", action="append", dest="tags", metavar="TAG", help="only this tag (repeatable)")
-    mi.add_argument("--include", action="append", default=[], metavar="REGEX", help="only tags matching (repeatable)")
-    mi.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="skip tags matching (repeatable)")
+    _filters(mi)
+
+    sy = sub.add_parser("sync", parents=[_options(sync=True)], help="mirror what a YAML file lists",
+                        description="Mirror the images FILE lists (skopeo sync's YAML, plus 'destination:' "
+                                    "and options) into one destination registry.")
+    sy.add_argument("file", metavar="FILE")
+    sy.add_argument("--dest", metavar="REGISTRY[/PREFIX]", help="the destination (overrides the file's)")
+    sy.add_argument("--dask", metavar="ADDRESS",
+                    help="run the copies on a dask cluster: a scheduler address, or local:N for N local workers")
+    _filters(sy)
 
     demo = sub.add_parser("demo", help="start two local registries, mirror sample images, verify")
     demo.add_argument("--images", type=int, default=4, help="sample tags to generate (default 4)")
@@ -173,22 +285,43 @@ def _client(args: argparse.Namespace) -> Any:
     cert: Any = None
     if args.cert:
         cert = (args.cert, args.key) if args.key else args.cert
-    return Client(verify=verify, cert=cert, max_connections_per_host=max(16, args.jobs * 2))
+    return Client(verify=verify, cert=cert, max_connections_per_host=max(16, (args.jobs or 8) * 2))
 
 
-def _check_args(args: argparse.Namespace) -> str | None:
+def _check_common(args: argparse.Namespace) -> str | None:
+    import os
+
     from .mirror.manifests import parse_platform
-    from .name import Repository, parse_reference
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         return "--jobs must be greater than zero"
+    if args.retries is not None and args.retries < 0:
+        return "--retries must not be negative"
     if args.key and not args.cert:
         return "--key needs --cert"
+    for option in ("ca_file", "cert", "key"):
+        path = getattr(args, option)
+        if path and not os.path.exists(path):
+            return f"--{option.replace('_', '-')} {path}: no such file"
     for p in args.platform:
         try:
             parse_platform(p)
         except ValueError as exc:
             return str(exc)
+    for rx in [*getattr(args, "include", []), *getattr(args, "exclude", [])]:
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            return f"bad regular expression {rx!r}: {exc}"
+    return None
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    from .name import Repository, parse_reference
+
+    problem = _check_common(args)
+    if problem:
+        return problem
     try:
         if args.command == "copy":
             parse_reference(args.src, insecure=args.insecure)
@@ -198,14 +331,9 @@ def _check_args(args: argparse.Namespace) -> str | None:
                 parse_reference(args.dst, insecure=args.insecure)
             else:
                 Repository(args.dst, insecure=args.insecure)
-        else:
+        elif args.command == "mirror":
             Repository(args.src_repo, insecure=args.insecure)
             Repository(args.dst_repo, insecure=args.insecure)
-            for rx in [*args.include, *args.exclude]:
-                try:
-                    re.compile(rx)
-                except re.error as exc:
-                    return f"bad regular expression {rx!r}: {exc}"
     except ValueError as exc:
         return str(exc)
     return None
@@ -216,6 +344,27 @@ def _print_plan(report: Any) -> None:
         what = "up to date" if item.status == "skipped" else "copy"
         print(f"{what:10} {item.source} -> {item.destination} {item.digest} "
               f"{item.media_type}{' ' + ','.join(item.platforms) if item.platforms else ''}")
+
+
+def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> int:
+    if args.json:
+        print(report.to_json(indent=2))
+    elif args.dry_run:
+        _print_plan(report)
+    for ref, message in report.errors:
+        _error(message if ref in message else f"{ref}: {message}")
+    if not args.json:
+        progress.finish(report)
+    return 0 if report.ok else 1
+
+
+def _wire(client: Any, args: argparse.Namespace) -> Any:
+    """The round-tripper the mirror runs on: the Client, with the logging layer under ``-v``."""
+    if getattr(args, "verbose", 0):
+        from . import transport
+
+        return transport.new_logger(client)
+    return client
 
 
 def _run_copy(args: argparse.Namespace) -> int:
@@ -229,9 +378,10 @@ def _run_copy(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             common: dict[str, Any] = {
-                "client": client, "platforms": args.platform or None, "jobs": args.jobs, "retries": args.retries,
-                "include_nondistributable": args.include_nondistributable, "insecure": args.insecure,
-                "keep_going": args.keep_going, "dry_run": args.dry_run, "progress": progress}
+                "client": _wire(client, args), "platforms": args.platform or None, "jobs": args.jobs,
+                "retries": args.retries, "include_nondistributable": args.include_nondistributable,
+                "insecure": args.insecure, "keep_going": args.keep_going, "dry_run": args.dry_run,
+                "progress": progress}
             if args.command == "copy":
                 report = mirror.copy(args.src, args.dst, **common)
             else:
@@ -240,39 +390,114 @@ def _run_copy(args: argparse.Namespace) -> int:
                                                   **common)
     finally:
         progress.close()
-    if args.json:
-        print(report.to_json(indent=2))
-    elif args.dry_run:
-        _print_plan(report)
-    for ref, message in report.errors:
-        _error(message if ref in message else f"{ref}: {message}")
-    if not args.json:
-        print(report.summary(), file=sys.stderr)
-    return 0 if report.ok else 1
+    return _finish(args, report, progress)
+
+
+def _dask_executor(stack: contextlib.ExitStack, address: str, keychain: Any) -> Any:
+    """Enter ``DaskExecutor.from_address(address)``; ``None`` (after one error line) when dask is missing.
+    ``keychain`` (the sync file's credentials) serves the manifest reads it does on this side."""
+    try:
+        from .mirror.distributed import DaskExecutor
+
+        if not logging.getLogger("ocitransport").isEnabledFor(logging.DEBUG):
+            # dask logs every scheduler and worker event at INFO; failures still come through.
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+        options = {"keychain": keychain} if keychain is not None else {}
+        return stack.enter_context(DaskExecutor.from_address(address, **options))
+    except ImportError as exc:
+        if (getattr(exc, "name", "") or "").startswith("ocitransport"):
+            _error("--dask: this ocitransport has no distributed executor")
+        else:
+            _error("--dask needs dask.distributed: pip install 'ocitransport[dask]'")
+        return None
+    except ValueError as exc:  # a malformed address ("local:x")
+        _error(f"--dask {address}: {exc}")
+        return None
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    from .mirror.sync import SyncConfigError, load_config, sync
+
+    problem = _check_common(args)
+    if problem:
+        _error(problem)
+        return 2
+    try:
+        config = load_config(args.file)
+        if args.dest:
+            config = config.with_destination(args.dest)
+        if not config.destination:
+            raise SyncConfigError(f"{args.file}: no destination: add 'destination:' to the file or pass --dest")
+    except SyncConfigError as exc:
+        _error(str(exc))
+        return 2
+    secrets: list[str] = []
+    for source in config.registries:
+        if source.credentials is not None:
+            found = source.credentials.authorization()
+            secrets += [found.password, found.auth]
+    redact = _Redact(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(redact)
+    if args.jobs is None:
+        args.jobs = config.jobs
+    try:
+        return _sync_with(args, config, sync)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redact)
+
+
+def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
+    from .mirror.sync import SyncConfigError
+
+    progress = _make_progress(args)
+    try:
+        with contextlib.ExitStack() as stack:
+            executor = None
+            if args.dask and not args.dry_run:
+                executor = _dask_executor(stack, args.dask, config.keychain())
+                if executor is None:
+                    return 2
+            client = stack.enter_context(_client(args))
+            report = sync(config, client=_wire(client, args), executor=executor, dry_run=args.dry_run,
+                          progress=progress, jobs=args.jobs, retries=args.retries,
+                          keep_going=True if args.keep_going else None, platforms=args.platform or None,
+                          include=args.include, exclude=args.exclude,
+                          include_nondistributable=args.include_nondistributable, insecure=args.insecure)
+    except SyncConfigError as exc:
+        _error(str(exc))
+        return 2
+    finally:
+        progress.close()
+    return _finish(args, report, progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ocitransport`` command; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s", stream=sys.stderr)
-    if args.verbose == 0:
-        logging.getLogger("ocitransport").setLevel(logging.ERROR)
+    verbose = getattr(args, "verbose", 0) or 0
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format=f"{PROG}: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+    # Errors are printed once by the CLI itself; without -v the library's warnings would repeat them.
+    logging.getLogger("ocitransport").setLevel(logging.DEBUG if verbose else logging.ERROR)
     try:
         if args.command == "demo":
             from .mirror._demo import run_demo
 
             return run_demo(images=args.images, jobs=args.jobs)
+        if args.command == "sync":
+            return _run_sync(args)
         return _run_copy(args)
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
     except Exception as exc:
-        if args.verbose >= 2:
-            raise
         from .exceptions import OCITransportError
 
+        log.debug("unexpected failure", exc_info=verbose > 0)
         _error(str(exc) if isinstance(exc, OCITransportError) else f"{type(exc).__name__}: {exc}")
         return 1
 
