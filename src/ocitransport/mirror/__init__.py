@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, TypeVar
 from ..exceptions import OCITransportError
 from .execute import Executor, Progress
 from .manifests import ManifestError
-from .plan import ImageUnit, Plan, describe, plan_image
+from .plan import ImageUnit, Plan, describe, plan_reference
 from .plan import plan_repository as _plan_repository
 from .report import ImageResult, Report, Status
 from .session import DigestMismatch, MirrorError, Session
+from .sync import PlanExecutor, SourceRegistry, SyncConfig, SyncConfigError, load_config, sync
 
 if TYPE_CHECKING:
     from ..authn import Keychain
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DigestMismatch", "ImageResult", "ImageUnit", "ManifestError", "MirrorError", "Plan", "Progress",
     "Report", "copy", "execute", "mirror_repositories", "mirror_repository", "plan_copy", "plan_repository",
+    "PlanExecutor", "SourceRegistry", "SyncConfig", "SyncConfigError", "load_config", "sync",
 ]
 
 T = TypeVar("T")
@@ -74,13 +76,9 @@ def _check_jobs(jobs: int) -> None:
         raise ValueError("jobs must be greater than zero")
 
 
-async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[str], insecure: bool) -> Plan:
-    plan = Plan()
-    try:
-        plan.units.append(await plan_image(session, src, dst, platforms=platforms, insecure=insecure))
-    except (OCITransportError, ValueError) as exc:
-        plan.errors.append((src, describe(exc)))
-    return plan
+async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[str], insecure: bool,
+                     referrers: bool = True) -> Plan:
+    return await plan_reference(session, src, dst, platforms=platforms, insecure=insecure, referrers=referrers)
 
 
 async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
@@ -113,7 +111,7 @@ async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, inc
 def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
          platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
          include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
-         dry_run: bool = False, progress: Progress | None = None) -> Report:
+         dry_run: bool = False, progress: Progress | None = None, referrers: bool = True) -> Report:
     """Copy one image reference ``src`` (``host/repo:tag`` or ``host/repo@sha256:...``) to ``dst``.
 
     ``dst`` is a full reference, or a repository (the source's tag or digest is kept). An index is
@@ -122,13 +120,17 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
     filtered index when several match. ``insecure`` allows plain HTTP to any registry (loopback and
     private addresses are always allowed it). Credentials come from ``keychain`` (default: the docker
     config). Never raises for registry failures: they are in ``Report.errors``.
+
+    ``referrers`` (default on): the image's referrers come along (signatures, SBOMs, attestations found
+    by the OCI 1.1 referrers API, its ``sha256-<hex>`` tag fallback, and cosign's ``.sig`` / ``.att`` /
+    ``.sbom`` tags), each after its subject, with their own referrers 4 levels deep.
     """
     _check_jobs(jobs)
     started = time.monotonic()
     with _Owned(client, jobs) as c:
         async def main() -> Report:
             session = Session(c, keychain, retries=retries)
-            plan = await _plan_copy(session, src, dst, platforms or (), insecure)
+            plan = await _plan_copy(session, src, dst, platforms or (), insecure, referrers)
             return await _execute(session, plan, jobs=jobs, retries=retries,
                                   include_nondistributable=include_nondistributable, keep_going=keep_going,
                                   dry_run=dry_run, progress=progress, started=started)
@@ -141,18 +143,20 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
                       platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
                       include_nondistributable: bool = False, insecure: bool = False,
                       keep_going: bool = True, dry_run: bool = False,
-                      progress: Progress | None = None) -> Report:
+                      progress: Progress | None = None, referrers: bool = True) -> Report:
     """Copy every tag of ``src_repo`` (``host/repo``) to the same tag in ``dst_repo``.
 
     ``tags``: only these tags (default: all, listed with ``n=1000`` pages following ``Link``).
     ``include`` / ``exclude``: regular expressions (``re.search``) a tag must match / must not match.
     Tags whose destination already has the source's digest are skipped without touching blobs.
+    With ``referrers``, the fallback and cosign tags of a copied image go with it as its referrers.
     Other options as for :func:`copy`.
     """
     return mirror_repositories([(src_repo, dst_repo)], tags=tags, include=include, exclude=exclude,
                                client=client, keychain=keychain, platforms=platforms, jobs=jobs,
                                retries=retries, include_nondistributable=include_nondistributable,
-                               insecure=insecure, keep_going=keep_going, dry_run=dry_run, progress=progress)
+                               insecure=insecure, keep_going=keep_going, dry_run=dry_run, progress=progress,
+                               referrers=referrers)
 
 
 def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
@@ -161,7 +165,7 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                         platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
                         include_nondistributable: bool = False, insecure: bool = False,
                         keep_going: bool = True, dry_run: bool = False,
-                        progress: Progress | None = None) -> Report:
+                        progress: Progress | None = None, referrers: bool = True) -> Report:
     """:func:`mirror_repository` for several ``(src_repo, dst_repo)`` pairs in one run: one plan, one
     pool of workers, and blobs shared between destination repositories are uploaded once and mounted
     into the others."""
@@ -175,7 +179,7 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                 try:
                     part = await _plan_repository(session, src_repo, dst_repo, tags=tags, include=include,
                                                   exclude=exclude, platforms=platforms or (),
-                                                  insecure=insecure, jobs=jobs)
+                                                  insecure=insecure, jobs=jobs, referrers=referrers)
                 except (OCITransportError, ValueError) as exc:
                     part = Plan(errors=[(src_repo, describe(exc))])
                 plan.units.extend(part.units)
@@ -187,21 +191,22 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
 
 
 def plan_copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
-              platforms: Sequence[str] | None = None, insecure: bool = False) -> Plan:
+              platforms: Sequence[str] | None = None, insecure: bool = False, referrers: bool = True) -> Plan:
     """The plan :func:`copy` would run (reads the registries, writes nothing)."""
     with _Owned(client, 1) as c:
-        return _run(lambda: _plan_copy(Session(c, keychain), src, dst, platforms or (), insecure))
+        return _run(lambda: _plan_copy(Session(c, keychain), src, dst, platforms or (), insecure, referrers))
 
 
 def plan_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                     client: Client | None = None, keychain: Keychain | None = None,
-                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: int = 8) -> Plan:
+                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: int = 8,
+                    referrers: bool = True) -> Plan:
     """The plan :func:`mirror_repository` would run (reads the registries, writes nothing)."""
     with _Owned(client, jobs) as c:
         return _run(lambda: _plan_repository(Session(c, keychain), src_repo, dst_repo, tags=tags,
                                              include=include, exclude=exclude, platforms=platforms or (),
-                                             insecure=insecure, jobs=jobs))
+                                             insecure=insecure, jobs=jobs, referrers=referrers))
 
 
 def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychain: Keychain | None = None,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from ..exceptions import OCITransportError
 from ..name import Repository, Tag, parse_reference
-from .manifests import Descriptor, Manifest, filter_index, parse_platform, platform_matches
+from .manifests import INDEX_TYPES, Descriptor, Manifest, filter_index, parse_platform, platform_matches
+from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import MirrorError, Session
 
 
@@ -26,6 +27,11 @@ class ImageUnit:
     that manifest). ``target_digest``: what the destination reference will point at: the source digest,
     or with a platform filter the single chosen child or a filtered index. ``up_to_date``: the
     destination already pointed at ``target_digest`` when planned (nothing to do).
+
+    A referrer (a signature, SBOM, attestation; by digest, or a cosign ``sha256-<hex>.sig`` tag) has
+    ``subject``: the destination reference of the manifest it refers to (``host/repo@sha256:...``), and
+    ``depends_on``: the destination of the unit that copies that manifest. The executor runs it only
+    after that unit finished well (when both are in the same run).
     """
 
     source: str
@@ -36,6 +42,8 @@ class ImageUnit:
     up_to_date: bool = False
     platforms: tuple[str, ...] = ()
     insecure: bool = False
+    subject: str = ""
+    depends_on: str = ""
 
 
 @dataclass
@@ -112,6 +120,113 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     return ImageUnit(src.name, dst.name, digest, target, media_type, up_to_date, tuple(platforms), insecure)
 
 
+async def _subjects(session: Session, unit: ImageUnit) -> list[str]:
+    """The digests ``unit`` puts at its destination that may have referrers at the source: the top
+    manifest (unless a platform filter replaces it) and the children of an index that are copied."""
+    out = [unit.source_digest] if unit.source_digest and unit.target_digest == unit.source_digest else []
+    if unit.media_type in INDEX_TYPES:
+        src = parse_reference(unit.source, insecure=unit.insecure).repository
+        index = await session.get_manifest(await session.pull(src), src, unit.source_digest)
+        children = choose_platforms(index, unit.platforms)[0] if unit.platforms else index.children()
+        out.extend(d.digest for d in children if d.digest not in out)
+    return out
+
+
+async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Collection[str] | None = None,
+                         max_depth: int = MAX_REFERRER_DEPTH, jobs: int = 8) -> tuple[Plan, set[str]]:
+    """Units for the referrers of what ``unit`` copies (signatures, SBOMs, attestations: by the OCI 1.1
+    referrers API, else the ``sha256-<hex>`` fallback tag, plus cosign's ``.sig`` / ``.att`` / ``.sbom``
+    tags), and their referrers, ``max_depth`` levels deep. Each unit waits for its subject's unit.
+
+    Also returns the source tags this accounts for (cosign tags planned, fallback tags read), which a
+    repository mirror does not copy again as plain tags. ``known_tags``: every tag of the source
+    repository, when listed (saves probing tags that do not exist). Failures are in ``Plan.errors``.
+    """
+    plan = Plan()
+    consumed: set[str] = set()
+    src = parse_reference(unit.source, insecure=unit.insecure).repository
+    dst = parse_reference(unit.destination, insecure=unit.insecure).repository
+    try:
+        pull = await session.pull(src)
+        frontier = [(digest, unit.destination) for digest in await _subjects(session, unit)]
+    except Exception as exc:  # noqa: BLE001 - the image itself is still copied
+        plan.errors.append((unit.source, f"referrers: {describe(exc)}"))
+        return plan, consumed
+    fallback = FallbackIndex(session)
+    listed: dict[str, set[str] | None] = {}  # subject -> what the destination's fallback tag lists
+    seen = {unit.destination}
+    limit = asyncio.Semaphore(max(jobs, 1))
+
+    async def destination_has(found_digest: str, tag: str, subject: str) -> bool:
+        try:
+            push = await session.push(dst)
+            current = await session.head_manifest(push, dst, tag or found_digest)
+            if current is None or current[0] != found_digest:
+                return False
+            if tag or not await fallback.needed(push, dst, subject):
+                return True
+            if subject not in listed:
+                listed[subject] = await fallback.listed(push, dst, subject)
+            return found_digest in (listed[subject] or ())
+        except Exception:  # noqa: BLE001 - an unreadable destination is simply not up to date
+            return False
+
+    async def one(subject: str, depends_on: str) -> list[ImageUnit] | tuple[str, str]:
+        async with limit:
+            try:
+                found, read_tag = await discover(session, pull, src, subject, known_tags=known_tags)
+                if read_tag:
+                    consumed.add(read_tag)
+                units = []
+                for item in found:
+                    ident = f":{item.tag}" if item.tag else f"@{item.digest}"
+                    units.append(ImageUnit(
+                        f"{src.name}{ident}", f"{dst.name}{ident}", item.digest, item.digest, item.media_type,
+                        await destination_has(item.digest, item.tag, subject), (), unit.insecure,
+                        subject=f"{dst.name}@{subject}", depends_on=depends_on))
+                    if item.tag:
+                        consumed.add(item.tag)
+                return units
+            except Exception as exc:  # noqa: BLE001 - reported per subject
+                return (f"{src.name}@{subject}", f"referrers: {describe(exc)}")
+
+    for _ in range(max_depth):
+        if not frontier:
+            break
+        results = await asyncio.gather(*(one(d, after) for d, after in frontier))
+        frontier = []
+        for result in results:
+            if isinstance(result, tuple):
+                plan.errors.append(result)
+                continue
+            for ref_unit in result:
+                if ref_unit.destination in seen:
+                    continue
+                seen.add(ref_unit.destination)
+                plan.units.append(ref_unit)
+                frontier.append((ref_unit.source_digest, ref_unit.destination))
+    return plan, consumed
+
+
+async def plan_reference(session: Session, source: str, destination: str, *, platforms: Sequence[str] = (),
+                         insecure: bool = False, referrers: bool = True,
+                         known_tags: Collection[str] | None = None) -> Plan:
+    """:func:`plan_image` plus, with ``referrers``, the units of its referrers (:func:`plan_referrers`).
+    A source that cannot be planned is in ``Plan.errors``."""
+    plan = Plan()
+    try:
+        unit = await plan_image(session, source, destination, platforms=platforms, insecure=insecure)
+    except (OCITransportError, ValueError) as exc:
+        plan.errors.append((source, describe(exc)))
+        return plan
+    plan.units.append(unit)
+    if referrers:
+        more, _ = await plan_referrers(session, unit, known_tags=known_tags)
+        plan.units.extend(more.units)
+        plan.errors.extend(more.errors)
+    return plan
+
+
 def _filter_tags(tags: list[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
     inc = [re.compile(p) for p in include or ()]
     exc = [re.compile(p) for p in exclude or ()]
@@ -128,18 +243,28 @@ def _filter_tags(tags: list[str], include: Sequence[str] | None, exclude: Sequen
 async def plan_repository(session: Session, source: str, destination: str, *,
                           tags: Sequence[str] | None = None, include: Sequence[str] | None = None,
                           exclude: Sequence[str] | None = None, platforms: Sequence[str] = (),
-                          insecure: bool = False, jobs: int = 8) -> Plan:
+                          insecure: bool = False, jobs: int = 8, referrers: bool = True) -> Plan:
     """Units for every tag of ``source`` (or the ``tags`` given), filtered by ``include`` / ``exclude``
-    regular expressions (``re.search``), to the same tag in ``destination``."""
+    regular expressions (``re.search``), to the same tag in ``destination``.
+
+    With ``referrers`` (the default), each image's referrers follow it (:func:`plan_referrers`); the
+    fallback and cosign tags of an image that is planned are then not planned again as plain tags."""
     src_repo = Repository(source, insecure=insecure)
     dst_repo = Repository(destination, insecure=insecure)
     plan = Plan()
+    known: set[str] | None = None
     if tags is None:
         pull = await session.pull(src_repo)
         names = await session.list_tags(pull, src_repo)
+        known = set(names)
     else:
         names = list(dict.fromkeys(tags))
     names = _filter_tags(names, include, exclude)
+    deferred: list[str] = []
+    if referrers:
+        # Fallback and cosign tags wait: most belong to an image planned here and come as its referrers.
+        deferred = [t for t in names if is_referrer_tag(t)]
+        names = [t for t in names if not is_referrer_tag(t)]
     limit = asyncio.Semaphore(max(jobs, 1) * 4)
 
     async def one(tag: str) -> ImageUnit | tuple[str, str]:
@@ -153,6 +278,29 @@ async def plan_repository(session: Session, source: str, destination: str, *,
     for item in await asyncio.gather(*(one(t) for t in names)):
         if isinstance(item, ImageUnit):
             plan.units.append(item)
+        else:
+            plan.errors.append(item)
+    if not referrers:
+        return plan
+    consumed: set[str] = set()
+    seen = {u.destination for u in plan.units}
+
+    async def of(unit: ImageUnit) -> tuple[Plan, set[str]]:
+        async with limit:
+            # Concurrency comes from the many units here; a unit's own subjects go two at a time.
+            return await plan_referrers(session, unit, known_tags=known, jobs=2)
+
+    for part, used in await asyncio.gather(*(of(u) for u in list(plan.units))):
+        consumed |= used
+        plan.errors.extend(part.errors)
+        for unit in part.units:  # two tags of one image find the same referrers: keep the first
+            if unit.destination not in seen:
+                seen.add(unit.destination)
+                plan.units.append(unit)
+    for item in await asyncio.gather(*(one(t) for t in deferred if t not in consumed)):
+        if isinstance(item, ImageUnit):
+            if item.destination not in seen:
+                plan.units.append(item)
         else:
             plan.errors.append(item)
     return plan
