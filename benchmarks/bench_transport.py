@@ -5,13 +5,18 @@ INFO, so the DEBUG lines are skipped) -> retry -> Client. Target: the layers add
 CPU per small request. The server is nginx (tests/servers/nginx.py) on 127.0.0.1, which costs almost
 nothing per request, so the client's own CPU time is what is measured (getrusage user+sys / N).
 
-    python benchmarks/bench_transport.py [--requests 5000] [--concurrency 64] [--rounds 3]
+    python benchmarks/bench_transport.py [--requests 5000] [--concurrency 64] [--rounds 3] [--json]
+
+Every round runs each variant once, in turn, so a load change on a shared machine hits them all
+alike; the table shows medians over the rounds. ``--json`` prints the medians as one JSON object
+(for comparing two checkouts: run each alternately and take the medians of both).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import platform
@@ -26,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ocitransport  # noqa: E402
 from ocitransport import Request, authn, transport  # noqa: E402
-from ocitransport.transport.simple import Scheme, UserAgent  # noqa: E402
+from ocitransport.transport.simple import PRODUCT, Scheme, UserAgent  # noqa: E402
 from tests.servers.nginx import NginxServer  # noqa: E402
 
 
@@ -80,29 +85,42 @@ def run(args: argparse.Namespace) -> None:
                 asyncio.run(drive(factory))
                 results.setdefault(label, []).extend(stats)
 
-            for label, factory in (("bare Client (sync, 1 thread)", lambda c: c),
-                                   ("full stack (sync, 1 thread)", lambda c: build_stack(c, host, port))):
+            # "bare + same headers": the bare Client sending what the stack adds on the wire (a
+            # 600-byte Authorization and the User-Agent), to tell the layers' own cost from what
+            # the engine and libcurl spend on those headers.
+            wire = [("Authorization", "Bearer " + "t" * 600), ("User-Agent", f"bench {PRODUCT}")]
+            for label, factory, headers in (
+                    ("bare Client (sync, 1 thread)", lambda c: c, None),
+                    ("bare + same headers (sync)", lambda c: c, wire),
+                    ("full stack (sync, 1 thread)", lambda c: build_stack(c, host, port), None)):
                 with ocitransport.Client() as c:
                     rt = factory(c)
                     for _ in range(50):
-                        rt.round_trip(Request("GET", url))
-                    m = max(n // 5, 200)
+                        rt.round_trip(Request("GET", url, headers))
+                    m = max(n // 2, 200)
                     t0, c0 = time.perf_counter(), cpu()
                     for _ in range(m):
-                        rt.round_trip(Request("GET", url))
+                        rt.round_trip(Request("GET", url, headers))
                     results.setdefault(label, []).append(((cpu() - c0) / m * 1e6, m / (time.perf_counter() - t0)))
 
         for _ in range(args.rounds):
             one_round()
 
+    med = {k: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v)) for k, v in results.items()}
+    if args.json:
+        print(json.dumps({k: {"cpu_us": us, "rps": rps} for k, (us, rps) in med.items()}))
+        return
     print(f"# {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"compiled twins: {ocitransport.COMPILED}, nginx GET /v2/, {n} requests, concurrency {conc}, "
           f"median of {args.rounds}")
-    med = {k: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v)) for k, v in results.items()}
     print(f"{'variant':<32} {'CPU us/req':>11} {'req/s':>9} {'vs bare':>8}")
     for label, (us, rps) in med.items():
         base = med["bare AsyncClient" if "async" in label.lower() else "bare Client (sync, 1 thread)"][0]
         print(f"{label:<32} {us:>11.1f} {rps:>9.0f} {us / base:>7.2f}x")
+    if "bare + same headers (sync)" in med:
+        same = med["bare + same headers (sync)"][0]
+        print(f"layers alone (sync): full stack / bare with the same headers = "
+              f"{med['full stack (sync, 1 thread)'][0] / same:.2f}x")
 
 
 if __name__ == "__main__":
@@ -110,4 +128,5 @@ if __name__ == "__main__":
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print the medians as JSON")
     run(p.parse_args())

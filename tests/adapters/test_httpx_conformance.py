@@ -232,13 +232,8 @@ def test_async_loop_not_blocked(kind: str, fault_server) -> None:
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
-def test_read_timeout_on_reused_connection(make_httpx: Make, fault_server, kind: str,
-                                           request: pytest.FixtureRequest) -> None:
-    if kind == "ours":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(  # races the engine stall check
-            "engine: a stall after the head on a pooled connection is classified ConnectTimeout "
-            "(engine._curl_error reads CONNECT_TIME, which libcurl reports as 0.0 on a reused "
-            "connection); the error table can only map what it is given")))
+def test_read_timeout_on_reused_connection(make_httpx: Make, fault_server) -> None:
+    # A pooled connection has no connect phase: a stall there is a read timeout, not ConnectTimeout.
     client = make_httpx()
     assert client.get(fault_server.url_for("/bytes?n=10")).status_code == 200  # pools the connection
     with pytest.raises(httpx.ReadTimeout):

@@ -237,10 +237,11 @@ def test_response_shape(session: requests.Session, fault_server) -> None:
 def test_stall_after_head_on_reused_connection(session: requests.Session, fault_server, kind: str,
                                                request: pytest.FixtureRequest) -> None:
     if kind == "ours":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(  # races the engine stall check
-            "engine: a stall after the head on a pooled connection is classified ConnectTimeout "
-            "(engine._curl_error reads CONNECT_TIME, which libcurl reports as 0.0 on a reused "
-            "connection); the error table can only map what it is given")))
+        request.applymarker(pytest.mark.xfail(strict=True, raises=requests.exceptions.ReadTimeout, reason=(
+            "deliberate: with stream=False the adapter reads the body itself, so a stall after the "
+            "head is requests' ReadTimeout (a Timeout) raised by send(); stock returns the head and "
+            "its Session-side body read turns urllib3's ReadTimeoutError into ConnectionError. Both "
+            "are RequestException; ours names the timeout. Not ConnectTimeout either way")))
     assert session.get(fault_server.url_for("/bytes?n=10")).status_code == 200  # pools the connection
     with pytest.raises(requests.exceptions.ConnectionError) as info:
         session.get(fault_server.url_for("/stall?after=0&seconds=4"), timeout=(3, 1))

@@ -8,12 +8,13 @@ import time
 
 import pytest
 
+from ocitransport.exceptions import BodyTooLarge, ConnectError, ReadError, TLSError
 from ocitransport.messages import Request, Response
+from ocitransport.roundtrip import RoundTripper
 from ocitransport.transport import Backoff, Error, ErrorCode, TokenError, check_error
 from ocitransport.transport.basic import HostMatch
 from ocitransport.transport.bearer import parse_token, validate_realm
 from ocitransport.transport.retry import REMOTE_BACKOFF, is_retryable, parse_retry_after
-from ocitransport.exceptions import BodyTooLarge, ConnectError, ReadError, TLSError
 
 
 class TestValidateRealm:
@@ -182,3 +183,89 @@ class TestCheckError:
             check_error(self._response(403, body), 200)
         again = pickle.loads(pickle.dumps(info.value))
         assert str(again) == str(info.value) and again.status_code == 403
+
+
+class TestSetHeader:
+    def test_copies_every_slot_of_request(self) -> None:
+        # set_header builds a Request slot by slot: a new slot in Request must be added there too.
+        from ocitransport.transport.simple import REQUEST_SLOTS
+
+        assert set(REQUEST_SLOTS) == set(Request.__slots__)
+
+    def test_replaces_any_case_and_leaves_the_original(self) -> None:
+        import io
+
+        from ocitransport.messages import Timeout
+        from ocitransport.transport.simple import set_header
+
+        body = io.BytesIO(b"0123456789")
+        body.seek(3)
+        req = Request("PUT", "https://r.example/v2/x", [("authorization", "old"), ("X-A", "1"),
+                                                       ("AUTHORIZATION", "older")], body,
+                      timeout=Timeout(connect=1), stream=True, extensions={"sha256": True})
+        new = set_header(req, "Authorization", "Bearer t")
+        assert new.headers.items() == [("X-A", "1"), ("Authorization", "Bearer t")]
+        assert req.headers.get_all("authorization") == ["old", "older"]
+        for slot in ("method", "url", "body", "timeout", "stream", "extensions", "_body_start"):
+            assert getattr(new, slot) == getattr(req, slot), slot
+        assert new.replayable and new._body_start == 3
+        assert set_header(Request("GET", "http://h/"), "User-Agent", "ua").headers.items() == [("User-Agent", "ua")]
+
+
+class TestLayersOnRequests:
+    """The request-rewriting layers over a recording round-tripper (no network needed)."""
+
+    class Recorder(RoundTripper):
+        def __init__(self) -> None:
+            self.seen: list[Request] = []
+
+        def round_trip(self, request: Request) -> Response:
+            self.seen.append(request)
+            return Response(200, {}, b"", request=request)
+
+    def test_user_agent_added_once_and_replaced(self) -> None:
+        from ocitransport.transport.simple import PRODUCT, UserAgent
+
+        rec = self.Recorder()
+        rt = UserAgent(rec, "mytool/1")
+        req = Request("GET", "http://h/", {"user-agent": "other"})
+        rt.round_trip(req)
+        assert rec.seen[-1].headers.get_all("User-Agent") == [f"mytool/1 {PRODUCT}"]
+        assert req.headers.get_all("user-agent") == ["other"]  # the caller's request is untouched
+        already = Request("GET", "http://h/", {"User-Agent": f"mytool/1 {PRODUCT}"})
+        rt.round_trip(already)
+        assert rec.seen[-1] is already  # nothing to change: no copy
+
+    def test_basic_follows_rotating_credentials(self) -> None:
+        import base64
+
+        from ocitransport.authn import AuthConfig
+        from ocitransport.transport.basic import BasicAuth
+
+        class Rotating:
+            def __init__(self) -> None:
+                self.config = AuthConfig(username="u", password="one")
+
+            def authorization(self) -> AuthConfig:
+                return self.config
+
+        auth = Rotating()
+        rec = self.Recorder()
+        rt = BasicAuth(rec, auth, "r.example")  # type: ignore[arg-type]
+        rt.round_trip(Request("GET", "https://r.example/v2/"))
+        rt.round_trip(Request("GET", "https://r.example/v2/"))
+        auth.config = AuthConfig(username="u", password="two")
+        rt.round_trip(Request("GET", "https://r.example/v2/"))
+        rt.round_trip(Request("GET", "https://other.example/v2/"))
+        sent = [r.headers.get("authorization") for r in rec.seen]
+        one = "Basic " + base64.b64encode(b"u:one").decode()
+        two = "Basic " + base64.b64encode(b"u:two").decode()
+        assert sent == [one, one, two, None]
+
+    def test_host_match_table_is_bounded_and_still_right(self) -> None:
+        m = HostMatch("r.example")
+        for i in range(HostMatch.MAX_SEEN + 10):
+            assert not m(f"https://h{i}.example/v2/")
+        assert m("https://r.example/v2/a") and m("https://R.EXAMPLE:443/v2/b")
+        assert not m("https://r.example:444/v2/")
+        assert len(m._seen) == HostMatch.MAX_SEEN

@@ -28,12 +28,13 @@ import http.client
 import io
 import os
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 import urllib3
 from requests.adapters import BaseAdapter
+from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers, select_proxy
 
@@ -171,24 +172,29 @@ class _RawResponse(urllib3.HTTPResponse):
         super().release_conn()
 
 
-def _http_message(items: Iterable[tuple[str, str]]) -> http.client.HTTPMessage:
+def _http_message(items: list[tuple[str, str]]) -> http.client.HTTPMessage:
     msg = http.client.HTTPMessage()
-    for name, value in items:
-        msg[name] = value
+    # What ``msg[name] = value`` stores under the compat32 policy http.client uses, in one step.
+    msg._headers = items  # type: ignore[attr-defined]
     return msg
 
 
 _VERSIONS = {"HTTP/1.1": 11, "HTTP/1.0": 10, "HTTP/2": 20, "HTTP/2.0": 20, "HTTP/3": 30}
 
 
-def _raw(response: Response, method: str, url: str, body: io.IOBase) -> _RawResponse:
-    items = response.headers.items()
+def _header_dict(groups: dict[str, list[str]]) -> urllib3.HTTPHeaderDict:
+    """A urllib3 ``HTTPHeaderDict`` from ``{lower name: [name as sent, value, value...]}``, the layout
+    urllib3 (1.26 and 2.x) keeps itself, instead of one ``add()`` per header."""
     headers = urllib3.HTTPHeaderDict()
-    for name, value in items:
-        headers.add(name, value)
+    headers._container = groups
+    return headers
+
+
+def _raw(response: Response, method: str, url: str, body: io.IOBase, items: list[tuple[str, str]],
+         groups: dict[str, list[str]]) -> _RawResponse:
     version = _VERSIONS.get(response.http_version, 11)
     original = _OriginalResponse(_http_message(items), response.status, response.reason, version)
-    return _RawResponse(body=body, headers=headers, status=response.status, version=version,
+    return _RawResponse(body=body, headers=_header_dict(groups), status=response.status, version=version,
                         version_string=response.http_version, reason=response.reason,
                         preload_content=False, decode_content=False, original_response=original,  # type: ignore[arg-type]
                         request_method=method, request_url=url, enforce_content_length=False)
@@ -210,6 +216,11 @@ def _body(body: Any) -> Any:
 
 
 def _headers(headers: Any) -> Headers:
+    if type(headers) is CaseInsensitiveDict:
+        # What PreparedRequest holds: its store already has the (name as given, value) pairs.
+        pairs = list(headers._store.values())
+        if all(type(name) is str and type(value) is str for name, value in pairs):
+            return Headers._from_list(pairs)
     items = []
     for name, value in headers.items():
         if isinstance(value, bytes):
@@ -223,17 +234,29 @@ def _headers(headers: Any) -> Headers:
 _IDENTITY = ("", "identity")
 
 
-def _case_insensitive(items: list[tuple[str, str]]) -> CaseInsensitiveDict[str]:
-    """``CaseInsensitiveDict(raw.headers)`` as stock builds it (repeats joined with ", "), without the
-    per-key round trips through urllib3's ``HTTPHeaderDict``."""
+def _translate(items: list[tuple[str, str]]) -> tuple[CaseInsensitiveDict[str], dict[str, list[str]]]:
+    """One pass over the response headers for both header views requests exposes:
+    ``CaseInsensitiveDict(raw.headers)`` as stock builds it (repeats joined with ", ") and the groups
+    of ``raw.headers`` (see ``_header_dict``)."""
     store: dict[str, tuple[str, str]] = {}
+    groups: dict[str, list[str]] = {}
     for name, value in items:
         key = name.lower()
-        found = store.get(key)
-        store[key] = (found[0], f"{found[1]}, {value}") if found is not None else (name, value)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [name, value]
+            store[key] = (name, value)
+        else:
+            group.append(value)
+            store[key] = (group[0], ", ".join(group[1:]))
     headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
     headers._store = store  # type: ignore[assignment]
-    return headers
+    return headers, groups
+
+
+def _case_insensitive(items: list[tuple[str, str]]) -> CaseInsensitiveDict[str]:
+    """``CaseInsensitiveDict(raw.headers)`` as stock builds it (repeats joined with ", ")."""
+    return _translate(items)[0]
 
 
 class RequestsAdapter(BaseAdapter):
@@ -254,6 +277,8 @@ class RequestsAdapter(BaseAdapter):
         self._shared = client
         self._options = client_options
         self._clients: dict[_ClientKey, Client] = {}
+        #: The (key, client) of the last request: sessions send the same settings every time.
+        self._last: tuple[_ClientKey, Client] | None = None
         self._lock = threading.Lock()
         self.router: RegistryRouter | None = make_router(registry_auth, keychain, auth, registries, retry)
 
@@ -266,10 +291,14 @@ class RequestsAdapter(BaseAdapter):
         if not isinstance(verify, bool):
             verify = os.fspath(verify)  # the engine takes str paths only
         key = (verify, cert, proxy)
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
         found = self._clients.get(key)
         if found is not None:
             return found
         if self._shared is not None and verify is True and cert is None and not proxy:
+            self._last = (key, self._shared)
             return self._shared
         with self._lock:
             found = self._clients.get(key)
@@ -277,6 +306,7 @@ class RequestsAdapter(BaseAdapter):
                 found = Client(verify=verify, cert=cert, proxy=proxy, follow_redirects=False,
                                **self._options)
                 self._clients[key] = found
+        self._last = (key, found)
         return found
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
@@ -304,24 +334,27 @@ class RequestsAdapter(BaseAdapter):
         """A ``requests.Response`` as ``HTTPAdapter.build_response`` makes one, over our response."""
         r = requests.Response()
         url = req.url or ""
+        method = req.method or "GET"
+        items = resp.headers.items()
+        headers, groups = _translate(items)
         if resp.is_streaming:
-            raw = _raw(resp, req.method or "GET", url, _BodyFile(resp))
+            raw = _raw(resp, method, url, _BodyFile(resp), items, groups)
         else:
             content = resp.content
-            raw = _raw(resp, req.method or "GET", url, io.BytesIO(content))
-            if (resp.headers.get("content-encoding") or "").strip().lower() in _IDENTITY:
+            raw = _raw(resp, method, url, io.BytesIO(content), items, groups)
+            if (headers.get("content-encoding") or "").strip().lower() in _IDENTITY:
                 # Nothing to decode: hand requests the body we already hold (Session skips its read).
                 r._content = content
                 r._content_consumed = True
         r.status_code = resp.status
-        r.headers = _case_insensitive(resp.headers.items())
-        r.encoding = get_encoding_from_headers(r.headers)
+        r.headers = headers
+        r.encoding = get_encoding_from_headers(headers)
         r.raw = raw
         r.reason = resp.reason
         r.url = url
-        from requests.cookies import extract_cookies_to_jar
-
-        extract_cookies_to_jar(r.cookies, req, raw)
+        if "set-cookie" in groups or "set-cookie2" in groups:
+            # Without these headers the jar has nothing to take (stock's call would be a no-op).
+            extract_cookies_to_jar(r.cookies, req, raw)
         r.request = req
         r.connection = self  # type: ignore[assignment]
         return r
@@ -336,6 +369,7 @@ class RequestsAdapter(BaseAdapter):
         with self._lock:
             clients = list(self._clients.values())
             self._clients.clear()
+            self._last = None
         for client in clients:
             if self.router is not None:
                 self.router.forget(client)
