@@ -217,25 +217,16 @@ def test_missing_tag_is_a_clear_error(registry, dst_registry, make_repo_name):
     assert not report.ok and "NAME_UNKNOWN" in report.errors[0][1]
 
 
-def test_corrupt_source_bytes_abort_the_upload(registry, dst_registry, make_repo_name, monkeypatch):
-    from ocitransport.mirror.blobs import BlobCopy
-
-    original = BlobCopy._verified
-
-    class Corrupting:
-        def __init__(self, response):
-            self.response = response
-
-        async def aiter_bytes(self):
-            first = True
-            async for chunk in self.response.aiter_bytes():
-                yield (b"X" + chunk[1:]) if first else chunk
-                first = False
-
-    monkeypatch.setattr(BlobCopy, "_verified",
-                        lambda self, response, blob, counted: original(self, Corrupting(response), blob, counted))
+def test_corrupt_source_bytes_abort_the_upload(registry, dst_registry, make_repo_name):
     src_repo, dst_repo = make_repo_name(), make_repo_name()
     image = raw.push_image(registry, src_repo, "v1", layers=[os.urandom(300_000)])
+    # Flip the first byte of the layer in the source registry's storage (served as stored).
+    digest = image.layer_digests[0].split(":", 1)[1]
+    data = os.path.join(registry.root, "docker/registry/v2/blobs/sha256", digest[:2], digest, "data")
+    with open(data, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
     report = mirror.copy(image.reference, f"{dst_registry.host}/{dst_repo}:v1", retries=0)
     assert not report.ok and report.images_failed == 1
     assert "hashing to" in report.errors[0][1]

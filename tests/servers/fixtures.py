@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.servers import raw
+from tests.servers import process, raw
 from tests.servers.faults import FaultServer
 from tests.servers.nginx import NginxServer, nginx_binary
+from tests.servers.proxy import FaultProxy
 from tests.servers.raw import PushedImage, push_blob, push_image, push_index, push_manifest
 from tests.servers.registry import RegistryServer, registry_binary
 from tests.servers.token_server import TokenServer
@@ -37,7 +38,7 @@ __all__ = [
 REGISTRY_FIXTURES = frozenset({
     "registry", "basic_registry", "bearer_registry", "bearer_registry_session", "token_server",
     "tls_registry", "mtls_registry", "tls_bearer_registry", "tls_bearer_registry_session",
-    "registry_factory", "nginx_server", "nginx_factory",
+    "registry_factory", "nginx_server", "nginx_factory", "proxy_factory",
 })
 
 
@@ -165,6 +166,22 @@ def fault_server() -> Iterator[FaultServer]:
     """A fresh misbehaving HTTP/1.1 server for this test (see tests/servers/faults.py)."""
     with FaultServer() as server:
         yield server
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[..., FaultProxy]]:
+    """Start fault proxies (tests/servers/proxy.py) in front of servers with ``.port``:
+    ``proxy_factory(registry, seed=0)`` -> a started :class:`FaultProxy`; all are stopped after the test."""
+    started: list[FaultProxy] = []
+
+    def make(upstream: Any, seed: int = 0) -> FaultProxy:
+        proxy = FaultProxy(process.LOOPBACK, int(upstream.port), seed=seed).start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in reversed(started):
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ..transport.limit import LimitStats
 
 Status = Literal["copied", "skipped", "failed", "planned"]
 
@@ -34,6 +37,11 @@ class Report:
 
     ``ok`` is true when every image was copied or skipped. ``errors`` lists ``(reference, message)``
     for every failure, planning failures included (a missing tag, an unreachable registry).
+
+    Politeness (see ``ocitransport.transport.limit``): ``throttle_events`` counts the 429 / 503 answers,
+    ``throttled_seconds`` the wall-clock time a registry asked us to pause (``Retry-After``),
+    ``queued_seconds`` the time requests were held back for a pause or a concurrency slot (summed over
+    requests), ``lowest_concurrency`` the smallest concurrency limit a registry was cut to (0: none was).
     """
 
     images_copied: int = 0
@@ -45,6 +53,10 @@ class Report:
     blobs_skipped: int = 0
     bytes_transferred: int = 0
     retries: int = 0
+    throttle_events: int = 0
+    throttled_seconds: float = 0.0
+    queued_seconds: float = 0.0
+    lowest_concurrency: int = 0
     duration: float = 0.0
     dry_run: bool = False
     images: list[ImageResult] = field(default_factory=list)
@@ -79,13 +91,28 @@ class Report:
             self.add(result)
         self.errors.extend(e for e in other.errors if e not in self.errors)
         self.retries += other.retries
+        self.throttle_events += other.throttle_events
+        self.throttled_seconds = max(self.throttled_seconds, other.throttled_seconds)
+        self.queued_seconds += other.queued_seconds
+        if other.lowest_concurrency:
+            self.lowest_concurrency = min(self.lowest_concurrency or other.lowest_concurrency,
+                                          other.lowest_concurrency)
         self.duration = max(self.duration, other.duration)
+
+    def note_limits(self, stats: LimitStats) -> None:
+        """Take the politeness counters of a run (``LimitBackend.stats()``)."""
+        self.throttle_events = stats.throttle_events
+        self.throttled_seconds = stats.paused_seconds
+        self.queued_seconds = stats.queued_seconds
+        self.lowest_concurrency = stats.lowest_limit
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["ok"] = self.ok
         out["errors"] = [{"reference": ref, "error": msg} for ref, msg in self.errors]
         out["duration"] = round(self.duration, 3)
+        out["throttled_seconds"] = round(self.throttled_seconds, 3)
+        out["queued_seconds"] = round(self.queued_seconds, 3)
         return out
 
     def to_json(self, **kwargs: Any) -> str:
@@ -98,6 +125,9 @@ class Report:
         verb = "would copy" if self.dry_run else "copied"
         copied = len(self.images) - self.images_skipped if self.dry_run else self.images_copied
         extra = f", not attempted {self.images_not_attempted}" if self.images_not_attempted else ""
+        throttled = (f"; throttled {self.throttle_events} times, paused {self.throttled_seconds:.1f} s"
+                     if self.throttle_events else "")
         return (f"{verb} {copied} images, skipped {self.images_skipped}, failed {len(self.errors)}{extra}; "
                 f"blobs: {self.blobs_transferred} transferred ({mib:.1f} MiB), {self.blobs_mounted} mounted, "
-                f"{self.blobs_skipped} already present; {self.retries} retries; {self.duration:.2f} s")
+                f"{self.blobs_skipped} already present; {self.retries} retries{throttled}; "
+                f"{self.duration:.2f} s")

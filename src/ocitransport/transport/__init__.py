@@ -13,6 +13,7 @@ from .._values import Challenge, Diagnostic, ErrorCode
 from .basic import BasicAuth
 from .bearer import BearerAuth, Token, TokenCache, TokenError
 from .errors import MAX_ERROR_BODY, Error, check_error
+from .limit import Limit, LimitBackend, LimitPolicy, LimitStats, LocalLimits, new_limit
 from .logger import Logger, new_logger
 from .ping import PingError, ping, ping_async
 from .retry import DEFAULT_RETRY_STATUS_CODES, REMOTE_BACKOFF, Backoff, Retry, is_retryable, new_retry
@@ -28,8 +29,8 @@ CATALOG_SCOPE = "catalog"
 __all__ = [
     "CATALOG_SCOPE", "DEFAULT_RETRY_STATUS_CODES", "DELETE_SCOPE", "MAX_ERROR_BODY", "PULL_SCOPE",
     "PUSH_SCOPE", "REMOTE_BACKOFF", "Backoff", "BasicAuth", "BearerAuth", "Challenge", "Diagnostic",
-    "Error", "ErrorCode", "Logger", "PingError", "Retry", "Scheme", "Token", "TokenCache", "TokenError",
-    "UserAgent", "Wrapper", "check_error", "exchange", "exchange_async", "from_token", "is_retryable",
-    "new", "new_async", "new_logger", "new_retry", "new_user_agent", "parse_challenges", "ping",
-    "ping_async",
+    "Error", "ErrorCode", "Limit", "LimitBackend", "LimitPolicy", "LimitStats", "LocalLimits", "Logger",
+    "PingError", "Retry", "Scheme", "Token", "TokenCache", "TokenError", "UserAgent", "Wrapper",
+    "check_error", "exchange", "exchange_async", "from_token", "is_retryable", "new", "new_async",
+    "new_limit", "new_logger", "new_retry", "new_user_agent", "parse_challenges", "ping", "ping_async",
 ]
