@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ..exceptions import OCITransportError
+from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
 from .execute import Executor, Progress
 from .manifests import ManifestError
 from .plan import ImageUnit, Plan, describe, plan_reference
@@ -82,7 +83,8 @@ async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[s
 
 
 async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
-                   keep_going: bool, dry_run: bool, progress: Progress | None, started: float) -> Report:
+                   keep_going: bool, dry_run: bool, progress: Progress | None, started: float,
+                   chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
     report = Report(dry_run=dry_run)
     for ref, message in plan.errors:
         report.fail(ref, message)
@@ -102,7 +104,8 @@ async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, inc
         report.duration = time.monotonic() - started
         return report
     executor = Executor(session, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable,
-                        keep_going=keep_going, progress=progress)
+                        keep_going=keep_going, progress=progress, chunk_threshold=chunk_threshold,
+                        chunk_size=chunk_size)
     await executor.run(plan.units, report)
     report.duration = time.monotonic() - started
     return report
@@ -111,7 +114,8 @@ async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, inc
 def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
          platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
          include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
-         dry_run: bool = False, progress: Progress | None = None, referrers: bool = True) -> Report:
+         dry_run: bool = False, progress: Progress | None = None, referrers: bool = True,
+         chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
     """Copy one image reference ``src`` (``host/repo:tag`` or ``host/repo@sha256:...``) to ``dst``.
 
     ``dst`` is a full reference, or a repository (the source's tag or digest is kept). An index is
@@ -124,6 +128,9 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
     ``referrers`` (default on): the image's referrers come along (signatures, SBOMs, attestations found
     by the OCI 1.1 referrers API, its ``sha256-<hex>`` tag fallback, and cosign's ``.sig`` / ``.att`` /
     ``.sbom`` tags), each after its subject, with their own referrers 4 levels deep.
+
+    Blobs larger than ``chunk_threshold`` bytes (default 64 MiB) go up in ``chunk_size`` chunks (default
+    16 MiB; ``PATCH``, resumable after a break), smaller ones in a single ``PUT``.
     """
     _check_jobs(jobs)
     started = time.monotonic()
@@ -133,7 +140,8 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
             plan = await _plan_copy(session, src, dst, platforms or (), insecure, referrers)
             return await _execute(session, plan, jobs=jobs, retries=retries,
                                   include_nondistributable=include_nondistributable, keep_going=keep_going,
-                                  dry_run=dry_run, progress=progress, started=started)
+                                  dry_run=dry_run, progress=progress, started=started,
+                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size)
         return _run(main)
 
 
@@ -143,7 +151,8 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
                       platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
                       include_nondistributable: bool = False, insecure: bool = False,
                       keep_going: bool = True, dry_run: bool = False,
-                      progress: Progress | None = None, referrers: bool = True) -> Report:
+                      progress: Progress | None = None, referrers: bool = True,
+                      chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
     """Copy every tag of ``src_repo`` (``host/repo``) to the same tag in ``dst_repo``.
 
     ``tags``: only these tags (default: all, listed with ``n=1000`` pages following ``Link``).
@@ -156,7 +165,7 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
                                client=client, keychain=keychain, platforms=platforms, jobs=jobs,
                                retries=retries, include_nondistributable=include_nondistributable,
                                insecure=insecure, keep_going=keep_going, dry_run=dry_run, progress=progress,
-                               referrers=referrers)
+                               referrers=referrers, chunk_threshold=chunk_threshold, chunk_size=chunk_size)
 
 
 def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
@@ -165,7 +174,8 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                         platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
                         include_nondistributable: bool = False, insecure: bool = False,
                         keep_going: bool = True, dry_run: bool = False,
-                        progress: Progress | None = None, referrers: bool = True) -> Report:
+                        progress: Progress | None = None, referrers: bool = True,
+                        chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
     """:func:`mirror_repository` for several ``(src_repo, dst_repo)`` pairs in one run: one plan, one
     pool of workers, and blobs shared between destination repositories are uploaded once and mounted
     into the others."""
@@ -186,7 +196,8 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                 plan.errors.extend(part.errors)
             return await _execute(session, plan, jobs=jobs, retries=retries,
                                   include_nondistributable=include_nondistributable, keep_going=keep_going,
-                                  dry_run=dry_run, progress=progress, started=started)
+                                  dry_run=dry_run, progress=progress, started=started,
+                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size)
         return _run(main)
 
 
@@ -211,7 +222,8 @@ def plan_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None 
 
 def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychain: Keychain | None = None,
             jobs: int = 8, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
-            progress: Progress | None = None) -> Report:
+            progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
+            chunk_size: int = CHUNK_SIZE) -> Report:
     """Run planned units (from any plan, possibly made elsewhere) and report."""
     _check_jobs(jobs)
     started = time.monotonic()
@@ -219,4 +231,5 @@ def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychai
     with _Owned(client, jobs) as c:
         return _run(lambda: _execute(Session(c, keychain, retries=retries), plan, jobs=jobs, retries=retries,
                                      include_nondistributable=include_nondistributable, keep_going=keep_going,
-                                     dry_run=False, progress=progress, started=started))
+                                     dry_run=False, progress=progress, started=started,
+                                     chunk_threshold=chunk_threshold, chunk_size=chunk_size))

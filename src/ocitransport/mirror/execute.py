@@ -5,15 +5,18 @@ single engine."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Iterable
 from typing import Protocol
 
+from .. import transport
 from ..name import Repository, parse_reference
-from .blobs import BlobCopy
+from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .manifests import Descriptor, Manifest
-from .plan import ImageUnit, choose_platforms, describe, identifier_of
+from .plan import ImageUnit, checked_stale, choose_platforms, describe, identifier_of
+from .referrers import FallbackIndex, fallback_tag
 from .report import ImageResult, Report
 from .session import MirrorError, Session
 
@@ -32,12 +35,14 @@ class Executor:
     """Runs image units concurrently: at most ``jobs`` images and ``jobs`` blob streams at a time.
 
     ``keep_going=False`` stops taking new units after the first failure (units in flight finish;
-    the rest are counted in ``Report.images_not_attempted``).
+    the rest are counted in ``Report.images_not_attempted``). Blobs above ``chunk_threshold`` bytes
+    are uploaded in ``chunk_size`` chunks (see :class:`~ocitransport.mirror.blobs.BlobCopy`).
     """
 
     def __init__(self, session: Session, *, jobs: int = 8, retries: int = 3,
                  include_nondistributable: bool = False, keep_going: bool = True,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
+                 chunk_size: int = CHUNK_SIZE) -> None:
         if jobs < 1:
             raise ValueError("jobs must be greater than zero")
         self.session = session
@@ -45,34 +50,111 @@ class Executor:
         self.keep_going = keep_going
         self.include_nondistributable = include_nondistributable
         self.progress = progress
+        self.retries = max(retries, 0)
         self.blobs = BlobCopy(session, transfers=jobs, retries=retries,
-                              on_bytes=progress.bytes_done if progress is not None else None)
+                              on_bytes=progress.bytes_done if progress is not None else None,
+                              chunk_threshold=chunk_threshold, chunk_size=chunk_size)
 
     async def run(self, units: Iterable[ImageUnit], report: Report | None = None) -> Report:
-        """Run every unit; results are added to ``report`` (a new one unless given)."""
+        """Run every unit; results are added to ``report`` (a new one unless given).
+
+        A unit whose ``depends_on`` names another unit of this run (a referrer and its subject's unit)
+        waits, without holding a worker, until that unit is done; when it did not go well, the referrer
+        is skipped with a note saying so (a signature is never pushed without its image)."""
         report = report if report is not None else Report()
         started = time.monotonic()
-        queue = list(units)
-        position = 0
+        queue = collections.deque(units)
+        total = len(queue)
+        destinations = {u.destination for u in queue}
+        ok: dict[str, bool] = {}  # destination -> the unit finished well (copied, or up to date)
+        parked: dict[str, list[ImageUnit]] = {}  # destination -> units waiting for it
+        ready: collections.deque[ImageUnit] = collections.deque()
+        changed = asyncio.Condition()
+        in_flight = attempted = 0
         stop = False
 
+        def take() -> ImageUnit | None:
+            while ready or queue:
+                unit = ready.popleft() if ready else queue.popleft()
+                after = unit.depends_on
+                if after and after != unit.destination and after in destinations and after not in ok:
+                    parked.setdefault(after, []).append(unit)
+                    continue
+                return unit
+            return None
+
+        def may_move() -> bool:
+            return stop or bool(ready) or bool(queue) or in_flight == 0
+
         async def worker() -> None:
-            nonlocal position, stop
-            while not stop and position < len(queue):
-                unit = queue[position]
-                position += 1
-                result = await self.run_unit(unit)
+            nonlocal in_flight, attempted, stop
+            while not stop:
+                unit = take()
+                if unit is None:
+                    if in_flight == 0:
+                        return
+                    async with changed:
+                        await changed.wait_for(may_move)
+                    continue
+                in_flight += 1
+                try:
+                    if unit.depends_on in ok and not ok[unit.depends_on]:
+                        result = self._not_after(unit)
+                        well = False
+                    else:
+                        result = await self.run_unit(unit)
+                        well = result.status != "failed"
+                finally:
+                    in_flight -= 1
+                attempted += 1
+                ok[unit.destination] = well
+                ready.extend(parked.pop(unit.destination, ()))
                 report.add(result)
                 if self.progress is not None:
                     self.progress.image_done(result)
                 if result.status == "failed" and not self.keep_going:
                     stop = True
+                async with changed:
+                    changed.notify_all()
 
-        await asyncio.gather(*(worker() for _ in range(min(self.jobs, max(len(queue), 1)))))
-        report.images_not_attempted += len(queue) - position
+        await asyncio.gather(*(worker() for _ in range(min(self.jobs, max(total, 1)))))
+        report.images_not_attempted += total - attempted
         report.retries = self.session.retries
+        report.note_limits(self.session.limits.stats())
         report.duration += time.monotonic() - started
         return report
+
+    @staticmethod
+    def _not_after(unit: ImageUnit) -> ImageResult:
+        """The result of a referrer whose subject's unit failed: skipped, and the note says why."""
+        result = ImageResult(unit.source, unit.destination, "skipped", unit.target_digest, unit.media_type,
+                             list(unit.platforms))
+        result.note = f"not copied: its subject {unit.subject or unit.depends_on} was not copied " \
+                      f"({unit.depends_on} did not succeed)"
+        log.warning("skip %s: %s", unit.source, result.note)
+        return result
+
+    def _fallback(self) -> FallbackIndex:
+        index: FallbackIndex | None = getattr(self, "_fallback_index", None)
+        if index is None:
+            index = self._fallback_index = FallbackIndex(self.session)
+        return index
+
+    async def _list_referrer(self, unit: ImageUnit, result: ImageResult) -> None:
+        """After a referrer was pushed by digest: on a registry without the referrers API, list it in
+        its subject's fallback tag (``sha256-<hex>``), as the distribution spec asks of clients."""
+        if not unit.subject or "@" not in unit.destination or "@" not in unit.subject:
+            return
+        dst = parse_reference(unit.destination, insecure=unit.insecure).repository
+        subject = unit.subject.rsplit("@", 1)[1]
+        push = await self.session.push(dst)
+        fallback = self._fallback()
+        if await fallback.needed(push, dst, subject) and \
+                await fallback.record(push, dst, subject, unit.target_digest):
+            listed = f"listed in {fallback_tag(subject)}"
+            result.note = f"{result.note}; {listed}" if result.note else listed
+            if result.status == "skipped":
+                result.status = "copied"  # the manifest was there, the destination still changed
 
     async def run_unit(self, unit: ImageUnit) -> ImageResult:
         """Copy one unit; never raises (a failure is the result's ``error``)."""
@@ -83,16 +165,30 @@ class Executor:
             result.note = "destination already up to date"
             log.info("skip %s: %s is up to date", unit.source, unit.destination)
             return result
-        try:
-            await self._copy(unit, result)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one image's failure is reported, the run goes on
-            result.status = "failed"
-            result.error = describe(exc)
-            log.warning("failed %s -> %s: %s", unit.source, unit.destination, result.error)
-        else:
-            log.info("%s %s -> %s (%s)", result.status, unit.source, unit.destination, result.digest)
+        for attempt in range(self.retries + 1):
+            try:
+                await self._copy(unit, result)
+                await self._list_referrer(unit, result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one image's failure is reported, the run goes on
+                # A transient failure the request layers could not retry (a body that broke while it
+                # streamed, a retry budget spent in a burst) gets the whole image again: every step is
+                # idempotent, and what is already at the destination is skipped.
+                if attempt < self.retries and transport.is_retryable(exc):
+                    self.session.retries += 1
+                    delay = min(0.5 * 2 ** attempt, 8.0)
+                    log.info("retrying %s in %.1fs: %s", unit.source, delay, describe(exc))
+                    await asyncio.sleep(delay)
+                    continue
+                result.status = "failed"
+                result.error = describe(exc)
+                log.warning("failed %s -> %s: %s", unit.source, unit.destination, result.error)
+            else:
+                if attempt and result.status == "skipped":  # an earlier attempt put the manifest
+                    result.status, result.note = "copied", ""
+                log.info("%s %s -> %s (%s)", result.status, unit.source, unit.destination, result.digest)
+            break
         return result
 
     async def _copy(self, unit: ImageUnit, result: ImageResult) -> None:
@@ -103,7 +199,7 @@ class Executor:
         pull = await session.pull(src)
         push = await session.push(dst)
         dst_id = identifier_of(dst_ref)
-        if unit.target_digest:
+        if unit.target_digest and not checked_stale(session, unit):
             current = await session.head_manifest(push, dst, dst_id)
             if current is not None and current[0] == unit.target_digest:
                 result.status = "skipped"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,19 @@ class ImageUnit:
     insecure: bool = False
     subject: str = ""
     depends_on: str = ""
+
+
+#: Per Session: destinations its own planning just read and found not at their target digest
+#: (destination -> target). The Executor on that Session copies them without a second HEAD: the answer
+#: is moments old, and copying is idempotent anyway (one request saved per image).
+_stale: weakref.WeakKeyDictionary[Session, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def checked_stale(session: Session, unit: ImageUnit) -> bool:
+    """Whether ``session``'s own planning found ``unit``'s destination not at ``unit.target_digest``.
+    Answers ``True`` once per unit (a retried attempt asks the registry again)."""
+    seen = _stale.get(session)
+    return seen is not None and seen.pop(unit.destination, None) == unit.target_digest != ""
 
 
 @dataclass
@@ -92,31 +106,44 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
         destination = f"{Repository(destination, insecure=insecure).name}" + (
             f"@{identifier_of(src)}" if "@" in source else f":{identifier_of(src)}")
     dst = parse_reference(destination, insecure=insecure)
-    pull = await session.pull(src.repository)
-    found = await session.head_manifest(pull, src.repository, identifier_of(src))
-    if found is None:
-        what = "digest" if "@" in source else "tag"
-        raise MirrorError(f"{src.name}: {what} not found in {src.repository.name} (MANIFEST_UNKNOWN)")
-    digest, media_type = found
-    target = digest
-    if platforms:
-        top = await session.get_manifest(pull, src.repository, digest)
-        media_type = top.media_type
-        if top.is_index:
-            keep, filtered = choose_platforms(top, platforms)
-            target = filtered.digest if filtered is not None else keep[0].digest
-    if isinstance(dst, Tag) is False and identifier_of(dst) != target:
-        raise MirrorError(f"{dst.name}: the destination digest cannot hold {target} "
-                          "(a platform filter changes the manifest; copy to a tag instead)")
-    up_to_date = False
-    if check_destination:
-        push_repo = dst.repository
+
+    async def at_destination() -> tuple[str, str] | None | Exception:
         try:
-            rt = await session.push(push_repo)
-            current = await session.head_manifest(rt, push_repo, identifier_of(dst))
-        except Exception:  # noqa: BLE001 - an unreadable destination is simply not up to date
-            current = None
-        up_to_date = current is not None and current[0] == target
+            rt = await session.push(dst.repository)
+            return await session.head_manifest(rt, dst.repository, identifier_of(dst))
+        except Exception as exc:  # noqa: BLE001 - an unreadable destination is simply not up to date
+            return exc
+
+    # Both HEADs go out together: a tag costs one round trip to plan, not two in a row.
+    checking = asyncio.ensure_future(at_destination()) if check_destination else None
+    try:
+        pull = await session.pull(src.repository)
+        found = await session.head_manifest(pull, src.repository, identifier_of(src))
+        if found is None:
+            what = "digest" if "@" in source else "tag"
+            raise MirrorError(f"{src.name}: {what} not found in {src.repository.name} (MANIFEST_UNKNOWN)")
+        digest, media_type = found
+        target = digest
+        if platforms:
+            top = await session.get_manifest(pull, src.repository, digest)
+            media_type = top.media_type
+            if top.is_index:
+                keep, filtered = choose_platforms(top, platforms)
+                target = filtered.digest if filtered is not None else keep[0].digest
+        if isinstance(dst, Tag) is False and identifier_of(dst) != target:
+            raise MirrorError(f"{dst.name}: the destination digest cannot hold {target} "
+                              "(a platform filter changes the manifest; copy to a tag instead)")
+    except BaseException:
+        if checking is not None:
+            checking.cancel()
+        raise
+    up_to_date = False
+    if checking is not None:
+        current = await checking
+        if not isinstance(current, Exception):
+            up_to_date = current is not None and current[0] == target
+            if not up_to_date:
+                _stale.setdefault(session, {})[dst.name] = target
     return ImageUnit(src.name, dst.name, digest, target, media_type, up_to_date, tuple(platforms), insecure)
 
 
