@@ -18,9 +18,11 @@ import binascii
 import json
 import logging
 import os
+import selectors
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -31,6 +33,7 @@ from .name import DEFAULT_REGISTRY, Digest, Registry, Repository, Tag
 __all__ = [
     "DEFAULT_AUTH_KEY",
     "DEFAULT_HELPER_TIMEOUT",
+    "MAX_HELPER_OUTPUT",
     "Anonymous",
     "AuthConfig",
     "AuthError",
@@ -64,6 +67,9 @@ _NOT_FOUND_MARKER = "credentials not found"
 _IDENTITY_TOKEN_USERNAME = "<token>"
 _BAD_AUTH_MESSAGE = "unable to decode auth field: must be formatted as base64(username:password)"
 _MAX_HELPER_MESSAGE = 1000  # characters of helper stderr quoted in an error
+#: The most a credential helper may write on stdout (an answer is a few hundred bytes); more is an error.
+#: Stderr beyond it is dropped. Either way memory stays bounded, whatever the helper does.
+MAX_HELPER_OUTPUT = 1 << 20
 
 
 class AuthError(OCITransportError):
@@ -444,6 +450,45 @@ def _trimmed(text: bytes) -> str:
     return message
 
 
+class _OutputTooLarge(Exception):
+    pass
+
+
+def _communicate(proc: subprocess.Popen[bytes], stdin: bytes, timeout: float) -> tuple[bytes, bytes]:
+    """``proc.communicate(stdin, timeout)`` keeping at most :data:`MAX_HELPER_OUTPUT` bytes of each
+    stream: more on stdout raises ``_OutputTooLarge`` (no answer is that long), more on stderr is
+    dropped. A helper that writes without end therefore costs bounded memory, not all of it."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    try:
+        proc.stdin.write(stdin)  # a server URL: far below the pipe's buffer, so this never blocks
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the helper exited without reading; its exit status tells why
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    kept = {out_fd: bytearray(), err_fd: bytearray()}
+    with selectors.DefaultSelector() as selector:
+        for stream in (proc.stdout, proc.stderr):
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            for key, _ in selector.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                buffer = kept[key.fd]
+                if len(buffer) + len(chunk) > MAX_HELPER_OUTPUT and key.fileobj is proc.stdout:
+                    raise _OutputTooLarge
+                buffer += chunk[:MAX_HELPER_OUTPUT - len(buffer)]
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.wait(timeout=max(deadline - time.monotonic(), 0.001))
+    return bytes(kept[out_fd]), bytes(kept[err_fd])
+
+
 class CredentialHelper:
     """A ``docker-credential-NAME`` program, run as ``docker-credential-NAME get`` (no shell).
 
@@ -524,10 +569,16 @@ class CredentialHelper:
         except OSError as exc:
             raise error(f"could not be run: {exc.strerror or type(exc).__name__}") from None
         try:
-            stdout, stderr = proc.communicate(stdin, timeout=self.timeout)
+            if posix:
+                stdout, stderr = _communicate(proc, stdin, self.timeout)
+            else:  # pragma: no cover - not POSIX: pipes cannot be selected on
+                stdout, stderr = proc.communicate(stdin, timeout=self.timeout)
         except subprocess.TimeoutExpired:
             self._kill(proc, posix)
             raise error(f"timed out after {self.timeout:g} s") from None
+        except _OutputTooLarge:
+            self._kill(proc, posix)
+            raise error(f"wrote more than {MAX_HELPER_OUTPUT} bytes on stdout") from None
         except BaseException:
             self._kill(proc, posix)
             raise
@@ -542,7 +593,16 @@ class CredentialHelper:
                 proc.kill()
         except (ProcessLookupError, PermissionError):
             pass
-        proc.communicate()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=10)  # reaped: killed with its whole group, so this returns at once
+        except subprocess.TimeoutExpired:  # pragma: no cover - a helper we may not signal
+            pass
 
     def resolve(self, target: Target) -> Authenticator:
         """The helper's credentials for ``target``'s registry, or :data:`Anonymous`."""
@@ -594,6 +654,11 @@ class _ConfigFile:
                 f"malformed JSON in credentials file {path}: {exc.msg} at line {exc.lineno} column {exc.colno}",
                 path=str(path),
             ) from None
+        except (ValueError, RecursionError) as exc:
+            # An integer over Python's digit limit (ValueError) or nesting deeper than the recursion
+            # limit: the message would quote the number, so only the kind of problem is named.
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number is too long"
+            raise ConfigFileError(f"malformed JSON in credentials file {path}: {reason}", path=str(path)) from None
         if not isinstance(data, dict):
             raise ConfigFileError(f"credentials file {path} must hold a JSON object", path=str(path))
         return cls(path, data)

@@ -55,8 +55,11 @@ _DOCKER_HUB_ALIASES = frozenset({"", "docker.io", "index.docker.io"})
 _DEFAULT_NAMESPACE = "library"
 _NAME_TOTAL_LENGTH_MAX = 255  # docker/distribution reference.NameTotalLengthMax
 
-# docker/distribution grammar (ASCII only: Go's \w is ASCII, Python's is not).
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*", re.ASCII)
+# docker/distribution grammar (ASCII only: Go's \w is ASCII, Python's is not). Upstream's separator
+# ``[-]*`` may be empty, which RE2 matches in linear time but Python's backtracking engine in exponential
+# time (26 characters took 15 s); ``-+`` matches the same names, since an empty separator between two
+# alphanumeric runs is just a longer run.
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
 _DOMAIN_NAME = re.compile(
     r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*",
     re.ASCII,

@@ -22,7 +22,14 @@ What it does is chosen per request by path and query (``N``, ``S``, ... are inte
 ``/drain``                                           reads any request body; JSON length and sha256
 ``/headers?n=N&size=S``                              N extra headers ``X-Fault-i`` of S bytes each
 ``/cookie?name=..&value=..``                         ``Set-Cookie``; the body is the request's Cookie header
+``/flood?n=N[&status=CODE][&type=..][&chunked=1]``   status CODE (200) with N bytes of ``{`` (``n=0`` and
+                                                     chunked: without end, until the client hangs up or
+                                                     ``max_stall`` seconds or 8 GiB), sent as fast as read
 ==================================================  ========================================================
+
+:meth:`FaultServer.alias` makes a path (say ``/v2/a/tags/list``, which a registry client builds itself)
+answer like another endpoint with its query (``/flood?n=0&chunked=1``); the recorded request keeps the
+path the client asked for.
 
 Any request takes ``close=1`` (answer with ``Connection: close`` and close) and ``early=1`` (answer before
 reading the request body, without ``100 Continue``, then close). A request with ``Expect: 100-continue``
@@ -279,6 +286,7 @@ class FaultServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripts: dict[str | None, deque[Step | None]] = {}
+        self._aliases: dict[str, str] = {}
         self.connections = 0
         self.active_connections = 0
         self.peak_connections = 0
@@ -318,11 +326,18 @@ class FaultServer:
             queue = self._scripts.setdefault(path, deque())
             queue.extend(Step(s) if isinstance(s, int) else s for s in steps)
 
+    def alias(self, path: str, target: str) -> None:
+        """Requests to ``path`` are answered as if they were to ``target`` (an endpoint path with its
+        query, e.g. ``/flood?n=0&chunked=1``); the request's own query is ignored."""
+        with self._lock:
+            self._aliases[path] = target
+
     def reset(self) -> None:
-        """Forget recorded requests, counters and scripts (open connections stay open)."""
+        """Forget recorded requests, counters, scripts and aliases (open connections stay open)."""
         with self._lock:
             self._requests.clear()
             self._scripts.clear()
+            self._aliases.clear()
             self.connections = 0
             self.peak_connections = self.active_connections
 
@@ -450,6 +465,10 @@ class FaultServer:
         scripted, step = self._next_step(request.path)
         if scripted and step is not None:
             return self._respond(conn, request, step.status, list(step.headers), step.body, close)
+        with self._lock:
+            target = self._aliases.get(request.path)
+        if target is not None:
+            request = _Request(request.method, target, request.version, request.headers)
         return _Handlers(self, conn, request, record, close).dispatch()
 
     def _respond(self, conn: _Connection, request: _Request, status: int, headers: list[tuple[str, str]],
@@ -645,6 +664,29 @@ class _Handlers:
         attributes = self.request.q("attributes", "Path=/; HttpOnly")
         return self.respond(200, [("Set-Cookie", f"{name}={value}; {attributes}"), ("Content-Type", "text/plain")],
                             (self.request.header("Cookie") or "").encode())
+
+    def do_flood(self) -> bool:
+        n = self.request.qi("n", 0)
+        status = self.request.qi("status", 200)
+        chunked = self.request.q("chunked") == "1"
+        headers = [("Content-Type", self.request.q("type", "application/json") or "")]
+        headers.append(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(n)))
+        self.conn.send(self.conn.head(status, headers))
+        if self._is_head():
+            return not self.close
+        piece = b"{" * 65536
+        limit = n if n > 0 else 8 << 30
+        deadline = time.monotonic() + self.server.max_stall
+        sent = 0
+        while sent < limit:  # bounded by size and time; a client that hangs up ends it (OSError)
+            if time.monotonic() > deadline or self.server._stopping.is_set():
+                return False
+            data = piece[:limit - sent]
+            self.conn.send(b"%x\r\n" % len(data) + data + b"\r\n" if chunked else data)
+            sent += len(data)
+        if chunked:
+            self.conn.send(b"0\r\n\r\n")
+        return not self.close
 
     def do_close(self) -> bool:
         self.close = True

@@ -16,7 +16,8 @@ before the nominal lifetime so that the registry's 60 s leeway ends exactly at `
 ``token_fields``, ``anonymous``, ``users``, ``acl``, ``get_status`` / ``post_status`` (answer that status
 instead of a token, e.g. 404 or 405 on POST so clients fall back to GET, or 500), ``delay`` (seconds to
 wait before answering, to make concurrent token requests overlap). Observations: ``issued``,
-``issued_by[(grant, frozenset(scopes))]``, ``requests`` (never a password or refresh token).
+``issued_by[(grant, frozenset(scopes))]``, ``requests`` (never a password or refresh token), and
+``issued_tokens`` (every access and refresh token handed out, for tests that prove none leaks).
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ class TokenServer:
             self.issued_by = Counter()
             self.requests = []
             self._refresh_tokens = {}
+            self.issued_tokens: list[str] = []
 
     def count(self, grant: str | None = None, scopes: set[str] | frozenset[str] | None = None) -> int:
         """How many tokens were issued, optionally only for a grant (``get``, ``password``,
@@ -304,6 +306,8 @@ class TokenServer:
                 refresh_token = secrets.token_urlsafe(24)
                 self._refresh_tokens[refresh_token] = username
                 body["refresh_token"] = refresh_token
+                self.issued_tokens.append(refresh_token)
+            self.issued_tokens.append(token)
             self.issued += 1
             self.issued_by[(grant, frozenset(scopes))] += 1
         return body

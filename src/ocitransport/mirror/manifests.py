@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..exceptions import OCITransportError
 
@@ -39,10 +40,30 @@ NONDISTRIBUTABLE_TYPES = frozenset({
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST,
                              DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1])
 
-#: Upstream's read limit for manifests (``body exceeds <max> byte limit`` beyond it).
-MAX_MANIFEST_READ = 100 << 20
 #: What registries accept on PUT (distribution, Docker Hub, ECR, GAR all stop at 4 MiB).
 MAX_MANIFEST_PUSH = 4 << 20
+#: The most a manifest GET reads (``BodyTooLarge`` beyond it, never a truncated manifest): twice what
+#: registries accept on PUT, so a manifest a little over 4 MiB (from a registry with a larger limit) is
+#: still read and then refused with its size by the push, while a hostile or broken registry sending an
+#: endless body costs at most 8 MiB of memory.
+MAX_MANIFEST_READ = 2 * MAX_MANIFEST_PUSH
+
+
+#: A descriptor digest as the OCI image spec defines it (``algorithm:encoded``); registered algorithms
+#: must also have their exact encoded length, so a digest can never carry path segments into a URL.
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
+
+
+def valid_digest(digest: object) -> TypeGuard[str]:
+    """Whether ``digest`` is a well-formed OCI digest string (``sha256`` and ``sha512`` as lower hex)."""
+    if not isinstance(digest, str) or len(digest) > 1024 or not _DIGEST.fullmatch(digest):
+        return False
+    algorithm, _, encoded = digest.partition(":")
+    length = _DIGEST_LENGTHS.get(algorithm)
+    if length is None:
+        return True
+    return len(encoded) == length and all(c in "0123456789abcdef" for c in encoded)
 
 
 class ManifestError(OCITransportError):
@@ -90,7 +111,35 @@ class Manifest:
         """The manifests an index lists (empty for an image)."""
         if not self.is_index:
             return []
-        return [_descriptor(d, "manifests[]") for d in self.data.get("manifests") or []]
+        return [_descriptor(d, "manifests[]") for d in _array(self.data, "manifests")]
+
+    @property
+    def subject(self) -> Descriptor | None:
+        """The manifest this one refers to (OCI 1.1 ``subject``: a signature's image), or ``None``."""
+        value = self.data.get("subject")
+        return _descriptor(value, "subject") if value is not None else None
+
+    @property
+    def artifact_type(self) -> str:
+        """What a referrer is, as the referrers API lists it: ``artifactType``, else the config's media
+        type (OCI 1.1), else ``""`` (an index without ``artifactType``)."""
+        value = self.data.get("artifactType")
+        if isinstance(value, str) and value:
+            return value
+        config = self.data.get("config")
+        media_type = config.get("mediaType") if isinstance(config, dict) else None
+        return media_type if isinstance(media_type, str) else ""
+
+    def referrer_entry(self) -> dict[str, Any]:
+        """This manifest as an entry of a referrers list (the referrers API answer, or the fallback tag's
+        index): media type, digest, size, ``artifactType`` and the manifest's ``annotations``."""
+        entry: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": len(self.raw)}
+        if self.artifact_type:
+            entry["artifactType"] = self.artifact_type
+        annotations = self.data.get("annotations")
+        if isinstance(annotations, dict) and annotations:
+            entry["annotations"] = annotations
+        return entry
 
     def blobs(self) -> list[Descriptor]:
         """The blobs an image references: its config first, then its layers (empty for an index)."""
@@ -100,17 +149,26 @@ class Manifest:
         config = self.data.get("config")
         if config is not None:
             out.append(_descriptor(config, "config"))
-        out.extend(_descriptor(d, "layers[]") for d in self.data.get("layers") or [])
+        out.extend(_descriptor(d, "layers[]") for d in _array(self.data, "layers"))
         return out
+
+
+def _array(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ManifestError(f"manifest {key} is not an array")
+    return value
 
 
 def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(value, dict):
         raise ManifestError(f"manifest {where} is not an object")
     digest, media_type, size = value.get("digest"), value.get("mediaType", ""), value.get("size")
-    if not isinstance(digest, str) or ":" not in digest:
+    if not valid_digest(digest):
         raise ManifestError(f"manifest {where} has no valid digest")
-    if not isinstance(size, int) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestError(f"manifest {where} {digest} has no valid size")
     platform = value.get("platform")
     return Descriptor(str(media_type), digest, size, platform if isinstance(platform, dict) else None)
@@ -131,7 +189,9 @@ def parse_manifest(raw: bytes, content_type: str | None, *, where: str = "manife
     ``Content-Type``, else sniffed from the fields. Schema 1 and unknown types raise ``ManifestError``."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise ManifestError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise ManifestError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: not a JSON object")
@@ -144,7 +204,8 @@ def parse_manifest(raw: bytes, content_type: str | None, *, where: str = "manife
         raise ManifestError(f"{where}: Docker schema 1 manifests are deprecated and not supported "
                             "(push the image again with a current client to get schema 2)")
     if media_type not in INDEX_TYPES and media_type not in IMAGE_TYPES:
-        raise ManifestError(f"{where}: unsupported manifest media type {media_type or '(none)'!r}")
+        shown = media_type if len(media_type) <= 200 else media_type[:200] + "..."
+        raise ManifestError(f"{where}: unsupported manifest media type {shown or '(none)'!r}")
     return Manifest(media_type, sha256_digest(raw), raw, data)
 
 
@@ -178,6 +239,7 @@ def filter_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
     """A new index (same media type and annotations) listing only ``keep`` in their original order."""
     wanted = {d.digest for d in keep}
     data = dict(index.data)
-    data["manifests"] = [m for m in index.data.get("manifests") or [] if m.get("digest") in wanted]
+    data["manifests"] = [m for m in _array(index.data, "manifests")
+                         if isinstance(m, dict) and m.get("digest") in wanted]
     raw = json.dumps(data, indent=2).encode()
     return Manifest(index.media_type, sha256_digest(raw), raw, data)

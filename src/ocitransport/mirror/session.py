@@ -11,19 +11,20 @@ the one CurlMulti of the Client.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .. import transport
+from .._links import next_link
 from .._urls import authority, is_blocked_address
 from ..authn import Anonymous, Authenticator, DefaultKeychain
 from ..exceptions import BodyTooLarge, OCITransportError, RedirectError
-from ..messages import Request, Response
+from ..messages import Body, Request, Response
 from ..name import Registry, Repository
 from ..redirects import Redirects
-from ..roundtrip import RoundTripper
+from ..roundtrip import Read, RoundTripper, _read_async
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -32,6 +33,7 @@ from .manifests import (
     ManifestError,
     parse_manifest,
 )
+from .tags import MAX_TAG_LIST_BODY, TagListError, parse_tag_list
 
 if TYPE_CHECKING:
     from ..authn import Keychain
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 TAGS_PAGE_SIZE = 1000
 #: Safety bound on tag-list pages (10 million tags).
 MAX_TAG_PAGES = 10_000
-_LINK_NEXT = re.compile(r'<([^>]*)>\s*;\s*(?:[^,]*;\s*)?rel="?next"?', re.IGNORECASE)
+#: Safety bound on referrers-list pages.
+MAX_REFERRER_PAGES = 1000
 
 
 class MirrorError(OCITransportError):
@@ -97,11 +100,16 @@ class Session:
     from ``keychain`` once per registry. ``retries`` counts the re-sends the retry layer did.
     """
 
-    def __init__(self, client: Client, keychain: Keychain | None = None, *, retries: int = 3) -> None:
+    def __init__(self, client: Client, keychain: Keychain | None = None, *, retries: int = 3,
+                 limits: transport.LimitBackend | None = None) -> None:
         self.client = client
         self.keychain = keychain if keychain is not None else DefaultKeychain()
         backoff = transport.Backoff(duration=0.5, factor=2.0, jitter=0.1, steps=max(retries, 0) + 1)
-        self.inner: RoundTripper = transport.new_retry(client, backoff=backoff)
+        #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
+        #: the run, retries included: the limit layer sits under the retry layer.
+        self.limits: transport.LimitBackend = limits if limits is not None else transport.LocalLimits()
+        self.inner: RoundTripper = transport.new_retry(transport.new_limit(client, backend=self.limits),
+                                                       backoff=backoff)
         self.max_retries = max(retries, 0)
         self.retries = 0
         self._auth: dict[str, Authenticator] = {}
@@ -182,12 +190,12 @@ class Session:
         return manifest.digest, manifest.media_type
 
     async def get_manifest(self, rt: RoundTripper, repo: Repository, ref: str) -> Manifest:
-        """Fetch and parse a manifest (at most 100 MiB read), verifying its digest when ``ref`` is one
-        and the registry's ``Docker-Content-Digest`` otherwise."""
+        """Fetch and parse a manifest (at most ``MAX_MANIFEST_READ`` bytes read, else ``BodyTooLarge``),
+        verifying its digest when ``ref`` is one and the registry's ``Docker-Content-Digest`` otherwise."""
         url = self.url(repo, "manifests", ref)
         response = await self.send(rt, "GET", url, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         if response.status != 200:
-            await response.aread()
+            await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
             transport.check_error(response, 200)
         chunks: list[bytes] = []
         size = 0
@@ -217,29 +225,79 @@ class Session:
                                    body=manifest.raw)
         transport.check_error(response, 200, 201, 202)
 
+    # -- referrers --------------------------------------------------------------------------------
+
+    async def list_referrers(self, rt: RoundTripper, repo: Repository, digest: str) -> list[dict[str, Any]] | None:
+        """The referrers of manifest ``digest`` by the OCI 1.1 API (``GET /v2/<name>/referrers/<digest>``,
+        following ``Link`` pages): the index entries (dicts with ``mediaType``, ``digest``, ``size``,
+        ``artifactType``, ``annotations``), or ``None`` when the registry has no referrers API (an answer
+        of 400, 404, 405, 406 or 501, or one that is not an image index; distribution 2.8 is such a
+        registry). Other errors raise."""
+        import json
+
+        from .manifests import MAX_MANIFEST_PUSH, OCI_INDEX
+
+        url = self.url(repo, "referrers", digest)
+        entries: list[dict[str, Any]] = []
+        seen_urls: set[str] = set()
+        for page in range(MAX_REFERRER_PAGES):
+            seen_urls.add(url)
+            response = await self.send(rt, "GET", url, headers={"Accept": OCI_INDEX}, stream=True)
+            if response.status != 200:
+                await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
+                if response.status in (400, 404, 405, 406, 501) and page == 0:
+                    return None
+                transport.check_error(response, 200)
+            # An index is pushed at most 4 MiB; a page is one.
+            body = await _read_async(Read(response, MAX_MANIFEST_PUSH, f"referrers of {repo.name}@{digest}"))
+            ctype = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+            try:
+                value = json.loads(body)
+            except ValueError:
+                value = None
+            manifests = value.get("manifests") if isinstance(value, dict) else None
+            if not isinstance(manifests, list) or ctype not in (OCI_INDEX, "application/json", ""):
+                if page == 0:
+                    return None  # a proxy's page, a redirect to a login form...: no referrers API here
+                raise MirrorError(f"GET {_public(url)}: referrers page is not an image index")
+            entries.extend(m for m in manifests if isinstance(m, dict))
+            next_url = next_link(response.headers.get_all("Link"), response.url or url)
+            if next_url is None or next_url in seen_urls:
+                return entries
+            if authority(next_url) != authority(url) and is_blocked_address(urlsplit(next_url).hostname or ""):
+                raise MirrorError(f'SSRF protection: referrers of {repo.name} link to private/link-local host '
+                                  f'"{urlsplit(next_url).netloc}"')
+            url = next_url
+        raise MirrorError(f"{repo.name}@{digest}: more than {MAX_REFERRER_PAGES} pages of referrers")
+
     # -- tags -------------------------------------------------------------------------------------
 
     async def list_tags(self, rt: RoundTripper, repo: Repository) -> list[str]:
-        """Every tag of ``repo``, following ``Link: <...>; rel="next"`` pages of ``n=1000``."""
+        """Every tag of ``repo``, following ``Link: <...>; rel="next"`` pages of ``n=1000``.
+
+        Each page is read up to ``MAX_TAG_LIST_BODY`` bytes (an error body up to 64 KiB); more raises
+        ``BodyTooLarge``."""
         url = with_query(self.url(repo, "tags", "list"), n=str(TAGS_PAGE_SIZE))
         tags: list[str] = []
         seen_urls: set[str] = set()
         for _ in range(MAX_TAG_PAGES):
             seen_urls.add(url)
-            response = await self.send(rt, "GET", url)
-            transport.check_error(response, 200)
+            response = await self.send(rt, "GET", url, stream=True)
+            if response.status != 200:
+                await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
+                transport.check_error(response, 200)
+            body = await _read_async(Read(response, MAX_TAG_LIST_BODY, f"tag list of {repo.name}"))
             try:
-                page = response.json()
-            except ValueError as exc:
-                raise MirrorError(f"GET {_public(url)}: tag list is not JSON ({exc})") from None
-            tags.extend(t for t in (page.get("tags") or []) if isinstance(t, str))
-            link = response.headers.get("Link")
-            match = _LINK_NEXT.search(link) if link else None
-            if not match:
+                tags.extend(parse_tag_list(body))
+            except TagListError as exc:
+                raise MirrorError(f"GET {_public(url)}: {exc}") from None
+            next_url = next_link(response.headers.get_all("Link"), response.url or url)
+            if next_url is None or next_url in seen_urls:
                 break
-            url = urljoin(url, match.group(1))
-            if url in seen_urls:
-                break
+            if authority(next_url) != authority(url) and is_blocked_address(urlsplit(next_url).hostname or ""):
+                raise MirrorError(f'SSRF protection: tag list of {repo.name} links to private/link-local host '
+                                  f'"{urlsplit(next_url).netloc}"')
+            url = next_url
         else:
             raise MirrorError(f"{repo.name}: more than {MAX_TAG_PAGES} pages of tags")
         return list(dict.fromkeys(tags))
@@ -253,21 +311,25 @@ class Session:
         transport.check_error(response, 200)
         return True
 
-    async def open_blob(self, rt: RoundTripper, repo: Repository, digest: str) -> Response:
+    async def open_blob(self, rt: RoundTripper, repo: Repository, digest: str, *, offset: int = 0) -> Response:
         """A streaming GET of a blob, following redirects to storage (without the registry's
-        credentials, and never to a private IP literal on another host)."""
+        credentials, and never to a private IP literal on another host).
+
+        With ``offset``, ``Range: bytes=OFFSET-`` is asked; the answer is 206 when the source honoured it
+        or 200 with the whole blob when it did not (the caller skips the prefix)."""
         via = Redirects(rt, check=_guard_redirect)
-        request = Request("GET", self.url(repo, "blobs", digest), stream=True)
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        request = Request("GET", self.url(repo, "blobs", digest), headers, stream=True)
         response = await via.round_trip_async(request)
         self.retries += int(response.extensions.get("retries", 0) or 0)
-        if response.status != 200:
+        if response.status != 200 and not (offset and response.status == 206):
             await response.aread()
             transport.check_error(response, 200)
         return response
 
-    async def start_upload(self, rt: RoundTripper, repo: Repository, *, digest: str = "",
-                           mount_from: Repository | None = None) -> str | None:
-        """``POST .../blobs/uploads/``: ``None`` when the blob was mounted (201), else the upload URL.
+    async def begin_upload(self, rt: RoundTripper, repo: Repository, *, digest: str = "",
+                           mount_from: Repository | None = None) -> Upload | None:
+        """``POST .../blobs/uploads/``: ``None`` when the blob was mounted (201), else the new upload.
 
         With ``mount_from``, ``?mount=<digest>&from=<repo>`` is asked first; any answer but 201 or 202
         (or a transport error) retries once without the mount, as upstream does."""
@@ -283,14 +345,52 @@ class Session:
                 if response.status == 201:
                     return None
                 if response.status == 202:
-                    return resolve_location(response, mount_url)
+                    return Upload(resolve_location(response, mount_url), chunk_min=_chunk_min(response))
         response = await self.send(rt, "POST", url, headers={"Content-Type": "application/json"}, body=b"")
         transport.check_error(response, 202)
-        return resolve_location(response, url)
+        return Upload(resolve_location(response, url), chunk_min=_chunk_min(response))
 
-    async def finish_upload(self, rt: RoundTripper, location: str, digest: str, size: int,
-                            body: AsyncIterator[bytes]) -> None:
-        """Monolithic upload: ``PUT <location>&digest=<digest>`` with the streamed body."""
+    async def start_upload(self, rt: RoundTripper, repo: Repository, *, digest: str = "",
+                           mount_from: Repository | None = None) -> str | None:
+        """:meth:`begin_upload`, answering only the upload URL (``None`` when mounted)."""
+        upload = await self.begin_upload(rt, repo, digest=digest, mount_from=mount_from)
+        return None if upload is None else upload.url
+
+    async def upload_chunk(self, rt: RoundTripper, upload: Upload, length: int, body: Body) -> None:
+        """``PATCH <upload.url>`` with ``length`` bytes starting at ``upload.offset``; on 202 the upload
+        follows the answer's ``Location`` and ``Range`` (the registry's word on what it holds)."""
+        start = upload.offset
+        response = await self.send(rt, "PATCH", upload.url, headers={
+            "Content-Type": "application/octet-stream", "Content-Length": str(length),
+            "Content-Range": f"{start}-{start + length - 1}"}, body=body)
+        transport.check_error(response, 202)
+        held = _range_end(response.headers.get("Range"))
+        upload.offset = start + length if held is None else held
+        upload.url = resolve_location(response, upload.url)
+
+    async def upload_status(self, rt: RoundTripper, upload: Upload) -> bool:
+        """``GET <upload.url>``: how much the registry holds (``upload.offset``, from ``Range``) and where to
+        go on (``upload.url``). ``False`` when the upload session is gone (404)."""
+        response = await self.send(rt, "GET", upload.url)
+        if response.status == 404:
+            return False
+        transport.check_error(response, 204)
+        upload.offset = _range_end(response.headers.get("Range")) or 0
+        if response.headers.get("Location"):
+            upload.url = resolve_location(response, upload.url)
+        return True
+
+    async def cancel_upload(self, rt: RoundTripper, upload: Upload) -> None:
+        """``DELETE <upload.url>``, best effort (registries also expire abandoned uploads)."""
+        try:
+            response = await self.send(rt, "DELETE", upload.url)
+            response.close()
+        except OCITransportError:
+            pass
+
+    async def finish_upload(self, rt: RoundTripper, location: str, digest: str, size: int, body: Body) -> None:
+        """``PUT <location>&digest=<digest>`` with the last ``size`` bytes (all of them for a monolithic
+        upload, none after PATCHes)."""
         url = with_query(location, digest=digest)
         response = await self.send(rt, "PUT", url, headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(size)}, body=body)
@@ -298,3 +398,43 @@ class Session:
         got = response.headers.get("Docker-Content-Digest")
         if got and got != digest:
             raise DigestMismatch(f"the registry stored {got} for {digest}")
+
+
+@dataclass
+class Upload:
+    """An upload session at the destination registry.
+
+    ``url`` is where the next request goes (the latest ``Location``, each one SSRF-checked),
+    ``offset`` how many bytes the registry has acknowledged, ``chunk_min`` its
+    ``OCI-Chunk-Min-Length`` (0 when it states none)."""
+
+    url: str
+    offset: int = 0
+    chunk_min: int = 0
+
+    def __repr__(self) -> str:
+        return f"Upload({_public(self.url)!r}, offset={self.offset})"
+
+
+def _chunk_min(response: Response) -> int:
+    value = (response.headers.get("OCI-Chunk-Min-Length") or "").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def _range_end(value: str | None) -> int | None:
+    """Bytes held according to an upload's ``Range: 0-<last>`` (``None`` when absent or unreadable).
+
+    ``0-0`` is read as an empty upload: distribution answers it for 0 bytes as well as for 1 (resuming
+    from 0 is right for the first and only costs a new upload for the second); ``0--1`` is empty too."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.lower().startswith("bytes="):
+        value = value[6:]
+    first, sep, last = value.partition("-")
+    if not sep or first.strip() != "0":
+        return None
+    last = last.strip()
+    if last in ("-1", "0"):
+        return 0
+    return int(last) + 1 if last.isdigit() else None

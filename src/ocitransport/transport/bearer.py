@@ -27,9 +27,10 @@ from .._values import Challenge
 from ..exceptions import OCITransportError, RedirectError, RequestCancelled
 from ..messages import Request, Response
 from ..redirects import Redirects
-from ..roundtrip import Exchange, Layer, Read, RoundTripper, Send, Wait
+from ..roundtrip import Exchange, Layer, Read, RoundTripper, Send, Wait, drive_async, drive_sync
 from .basic import BasicAuth, HostMatch
 from .errors import make_error
+from .simple import set_header
 
 if TYPE_CHECKING:
     from ..authn import AuthConfig, Authenticator
@@ -132,11 +133,16 @@ def _redirect_guard(registry_host: str, insecure: bool):  # type: ignore[no-unty
     return check
 
 
-@dataclass
 class _Entry:
-    token: str
-    expires_at: float
-    refresh_at: float
+    """A cached token, its ``Authorization`` value (built once, sent with every request) and times."""
+
+    __slots__ = ("token", "header", "expires_at", "refresh_at")
+
+    def __init__(self, token: str, expires_at: float, refresh_at: float) -> None:
+        self.token = token
+        self.header = f"Bearer {token}"
+        self.expires_at = expires_at
+        self.refresh_at = refresh_at
 
 
 class TokenCache:
@@ -218,6 +224,41 @@ class BearerAuth(Layer):
         self._token_post = Redirects(inner, check=guard)
 
     # -- the layer ------------------------------------------------------------------------------
+    # Both faces take a fast path for the common case (a request for the registry while the cached
+    # token is fresh): no generator, no lock, one header copy. Everything else - fetching, waiting on
+    # another request's fetch, 401s - goes through ``handle``, the one place the logic lives.
+    def _fresh(self, request: Request) -> tuple[list[str], _Entry] | None:
+        if not self.matches(request.url):
+            return None
+        scopes = self.scopes
+        cached = self._key_of
+        key = cached[1] if cached is not None and cached[0] is scopes else self._key(scopes)
+        entry = self.cache.entries.get(key)  # a dict read needs no lock
+        if entry is None or time.monotonic() >= entry.refresh_at:
+            return None
+        return scopes, entry
+
+    def round_trip(self, request: Request) -> Response:
+        fresh = self._fresh(request)
+        if fresh is None:
+            return drive_sync(self.handle(request), self.inner)
+        scopes, entry = fresh
+        response = self.inner.round_trip(set_header(request, "Authorization", entry.header, "authorization"))
+        if response.status != 401:
+            return response
+        return drive_sync(self._unauthorized(request, scopes, entry.token, response), self.inner)
+
+    async def round_trip_async(self, request: Request) -> Response:
+        fresh = self._fresh(request)
+        if fresh is None:
+            return await drive_async(self.handle(request), self.inner)
+        scopes, entry = fresh
+        response = await self.inner.round_trip_async(
+            set_header(request, "Authorization", entry.header, "authorization"))
+        if response.status != 401:
+            return response
+        return await drive_async(self._unauthorized(request, scopes, entry.token, response), self.inner)
+
     def handle(self, request: Request) -> Exchange:
         if not self.matches(request.url):
             response = yield request
@@ -226,9 +267,14 @@ class BearerAuth(Layer):
             return response
         scopes = self.scopes
         token = yield from self._token(scopes)
-        response = yield request.with_header("Authorization", f"Bearer {token}")
+        response = yield set_header(request, "Authorization", f"Bearer {token}", "authorization")
         if response.status != 401:
             return response
+        return (yield from self._unauthorized(request, scopes, token, response))
+
+    def _unauthorized(self, request: Request, scopes: list[str], token: str, response: Response) -> Exchange:
+        """A 401 for ``token``: upgrade the scopes the registry asks for (or refresh a token it
+        rejects) and send the request once more."""
         challenges = parse_challenges(response.headers.get_all("www-authenticate"))
         if not challenges:
             return response
@@ -241,7 +287,7 @@ class BearerAuth(Layer):
         response.close()
         token = yield from self._token(merged, stale=token if merged == scopes else None)
         request.rewind()
-        return (yield request.with_header("Authorization", f"Bearer {token}"))
+        return (yield set_header(request, "Authorization", f"Bearer {token}", "authorization"))
 
     # -- tokens ---------------------------------------------------------------------------------
     def _key(self, scopes: list[str]) -> tuple[Any, ...]:
@@ -319,7 +365,8 @@ class BearerAuth(Layer):
     def _get(self, scopes: list[str]) -> Exchange:
         base, _, query = self.realm.partition("?")
         url = f"{base}?{token_query(self.service, scopes, query)}"
-        response = yield Send(Request("GET", url), self._token_get)
+        # Streamed, so that Read stops at MAX_TOKEN_BODY instead of buffering an endless body first.
+        response = yield Send(Request("GET", url, stream=True), self._token_get)
         return (yield from self._token_response(response))
 
     def _post(self, cfg: AuthConfig, scopes: list[str]) -> Exchange:
@@ -334,7 +381,7 @@ class BearerAuth(Layer):
         if scopes:
             form["scope"] = " ".join(scopes)
         request = Request("POST", self.realm, {"Content-Type": "application/x-www-form-urlencoded"},
-                          urlencode(form).encode())
+                          urlencode(form).encode(), stream=True)
         response = yield Send(request, self._token_post)
         return (yield from self._token_response(response))
 

@@ -43,7 +43,8 @@ def ping_steps(registry: Registry, inner: RoundTripper) -> Exchange:
     errors: list[BaseException] = []
     for scheme in schemes:
         timeout = Timeout(connect=FALLBACK_CONNECT_TIMEOUT, total=60.0) if len(schemes) > 1 else None
-        request = Request("GET", f"{scheme}://{registry.name}/v2/", timeout=timeout)
+        # Streamed: an error body is read only up to MAX_ERROR_BODY, never buffered whole.
+        request = Request("GET", f"{scheme}://{registry.name}/v2/", timeout=timeout, stream=True)
         try:
             response: Response = yield Send(request, via)
         except TransportError as exc:
