@@ -35,9 +35,26 @@ if TYPE_CHECKING:
     from ..client import Client
 
 __all__ = [
-    "DigestMismatch", "ImageResult", "ImageUnit", "ManifestError", "MirrorError", "Plan", "Progress",
-    "Report", "copy", "execute", "mirror_repositories", "mirror_repository", "plan_copy", "plan_repository",
-    "PlanExecutor", "SourceRegistry", "SyncConfig", "SyncConfigError", "load_config", "sync",
+    "DigestMismatch",
+    "ImageResult",
+    "ImageUnit",
+    "ManifestError",
+    "MirrorError",
+    "Plan",
+    "PlanExecutor",
+    "Progress",
+    "Report",
+    "SourceRegistry",
+    "SyncConfig",
+    "SyncConfigError",
+    "copy",
+    "execute",
+    "load_config",
+    "mirror_repositories",
+    "mirror_repository",
+    "plan_copy",
+    "plan_repository",
+    "sync",
 ]
 
 T = TypeVar("T")
