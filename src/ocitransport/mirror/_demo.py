@@ -163,7 +163,7 @@ def run_demo(*, images: int = 4, jobs: int = 8) -> int:
     """The ``demo`` subcommand; returns an exit status."""
     from ..cli import LineProgress, RichProgress
     from ..client import Client
-    from . import mirror_repositories, mirror_repository
+    from . import mirror_repositories
 
     binary = registry_binary()
     if binary is None:
@@ -208,8 +208,11 @@ def run_demo(*, images: int = 4, jobs: int = 8) -> int:
                     same = da == db and b.status == 200
                     total_ok &= same
                     print(f"  {'ok ' if same else 'BAD'} {repo}:{tag} {da}")
-            again = mirror_repository(f"{src.host}/demo/app", f"{dst.host}/mirror/demo/app", client=client, jobs=jobs)
+            again = mirror_repositories([(f"{src.host}/{repo}", f"{dst.host}/mirror/{repo}") for repo in repos],
+                                        client=client, jobs=jobs)
             print(f"re-run: {again.summary()}")
+            # Incremental: a second run finds every image up to date and copies nothing.
+            total_ok &= again.ok and again.images_copied == 0 and again.blobs_transferred == 0
         print("demo " + ("passed: digests identical" if total_ok else "FAILED"))
         return 0 if total_ok else 1
     finally:
