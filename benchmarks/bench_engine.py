@@ -8,6 +8,8 @@ the other, warm (connections opened before the timed region); the median of ``--
 
 Variants (GET and HEAD of ``/small``, 512 bytes):
   raw       a CurlMulti perform/select loop written as tightly as possible: the limit
+  raw1      the same loop with one request in flight: the limit for ``request``
+  request   ocitransport Client.request from one thread, one request after another
   map       ocitransport Client.map(concurrency=C)
   submit    ocitransport Client.submit futures, C in flight (results awaited in order)
   async     ocitransport AsyncClient, C tasks
@@ -132,6 +134,11 @@ def ours(kind: str) -> Callable[..., Any]:
         for f in window[i:]:
             f.result()
 
+    def run_request(client: Client, url: str, method: str, n: int, conc: int) -> None:
+        for _ in range(n):
+            r = client.request(method, url)
+            assert r.status == 200
+
     def run_threads(client: Client, url: str, method: str, n: int, conc: int) -> None:
         with concurrent.futures.ThreadPoolExecutor(conc) as pool:
             for r in pool.map(lambda _: client.request(method, url), range(n)):
@@ -151,7 +158,7 @@ def ours(kind: str) -> Callable[..., Any]:
         asyncio.run(main())
 
     table = {"map": (Client, run_map), "submit": (Client, run_submit), "threads": (Client, run_threads),
-             "async": (AsyncClient, run_async)}
+             "async": (AsyncClient, run_async), "request": (Client, run_request)}
     return table[kind]  # type: ignore[return-value]
 
 
@@ -182,6 +189,7 @@ def run_httpx_async(url: str, method: str, n: int, conc: int) -> None:
 
 
 RESULT: list[tuple[float, float]] = []
+RAW1 = "raw pycurl loop, 1 in flight"
 
 
 def measure(fn: Callable[[], None]) -> tuple[float, float]:
@@ -197,7 +205,10 @@ def bench_small(server: NginxServer, n: int, conc: int, repeat: int, only: set[s
         variants: list[tuple[str, Callable[[], tuple[float, float]]]] = []
         variants.append(("raw pycurl CurlMulti loop",
                          lambda method=method: measure(lambda: run_raw(url, method, n, conc))))
-        for kind, label in (("map", "ocitransport Client.map"), ("submit", "ocitransport Client.submit"),
+        if not only or "request" in only or "raw1" in only:
+            variants.append((RAW1, lambda method=method: measure(lambda: run_raw(url, method, n, 1))))
+        for kind, label in (("request", "ocitransport Client.request, 1 thread"),
+                            ("map", "ocitransport Client.map"), ("submit", "ocitransport Client.submit"),
                             ("async", "ocitransport AsyncClient (tasks)"),
                             ("threads", "ocitransport Client in threads")):
             if only and kind not in only:
@@ -252,13 +263,15 @@ def bench_small(server: NginxServer, n: int, conc: int, repeat: int, only: set[s
         for _ in range(repeat):
             for label, fn in variants:
                 runs[label].append(fn())
-        raw_runs = runs["raw pycurl CurlMulti loop"]
         for label, _ in variants:
+            # One request at a time is compared with the raw loop at one in flight, the rest with C.
+            base = RAW1 if label in (RAW1, "ocitransport Client.request, 1 thread") else "raw pycurl CurlMulti loop"
+            raw_runs = runs[base]
             wall = statistics.median(r[0] for r in runs[label])
             used = statistics.median(r[1] for r in runs[label])
             ratio = statistics.median(r[1] / b[1] for r, b in zip(runs[label], raw_runs))
             rows[(method, label)] = (wall, used, ratio)
-            print(f"  {method:4} {label:36} {used / n * 1e6:9.1f} us/req  {n / wall:9.0f} req/s  "
+            print(f"  {method:4} {label:38} {used / n * 1e6:9.1f} us/req  {n / wall:9.0f} req/s  "
                   f"{ratio:6.2f}x raw", flush=True)
     out = []
     for (method, label), (wall, used, ratio) in rows.items():
@@ -353,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=256)
-    parser.add_argument("--only", default="", help="comma-separated: map,submit,async,threads,requests,"
+    parser.add_argument("--only", default="", help="comma-separated: request,map,submit,async,threads,requests,"
                                                    "httpx,httpx-async,big (raw always runs)")
     args = parser.parse_args(argv)
     only = {x for x in args.only.split(",") if x}

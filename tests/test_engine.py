@@ -488,3 +488,76 @@ def test_timing_extension(fault_server, client: Client) -> None:
     assert again.extensions["timing"]["new_connections"] == 0
     assert 0 <= again.extensions["timing"]["starttransfer"] <= again.extensions["timing"]["total"]
     assert "timing" not in client.get(fault_server.url_for("/bytes?n=10")).extensions
+
+
+# ------------------------------------------------------------------------------------------------ per-request costs
+
+def test_pooled_handle_sends_each_requests_own_headers_and_url(fault_server, client: Client) -> None:
+    """A pooled handle skips the URL and HTTPHEADER setopts when they are unchanged: changes still go out."""
+    sets = [{"Authorization": "Bearer a", "X-Set": "1"}, {"Authorization": "Bearer b", "X-Set": "2"}, None]
+    for i in range(9):
+        headers = sets[i % 3]
+        r = client.get(fault_server.url_for(f"/echo?i={i % 2}"), headers=headers)
+        echoed = {k.lower(): v for k, v in r.json()["headers"]}
+        assert r.json()["target"] == f"/echo?i={i % 2}"
+        if headers is None:
+            assert "authorization" not in echoed and "x-set" not in echoed
+        else:
+            assert echoed["authorization"] == headers["Authorization"] and echoed["x-set"] == headers["X-Set"]
+    assert client.engine.stats()["free_handles"] == 1  # all nine went through one pooled handle
+
+
+def test_header_lists_are_reused_and_bounded() -> None:
+    from ocitransport.engine import HEADER_LIST_BYTES, HEADER_LISTS
+
+    engine = Engine()
+    try:
+        one = engine._header_list([("Authorization", "Bearer t"), ("User-Agent", "x")], False)
+        assert engine._header_list([("Authorization", "Bearer t"), ("User-Agent", "x")], False) is one
+        assert engine._header_list([("Authorization", "Bearer u"), ("User-Agent", "x")], False) is not one
+        # with a body, framing headers are left to libcurl: a different list for the same items
+        assert engine._header_list([("Content-Length", "3")], True) != engine._header_list(
+            [("Content-Length", "3")], False)
+        for i in range(3 * HEADER_LISTS):
+            engine._header_list([("Range", f"bytes={i}-")], False)
+        assert all(len(cache) <= HEADER_LISTS for cache in engine._header_lists)
+        huge = [("X-Huge", "h" * (HEADER_LIST_BYTES + 1))]  # built every time, never kept
+        assert engine._header_list(huge, False) is not engine._header_list(huge, False)
+        with pytest.raises(ProtocolError):  # refused every time, never cached
+            engine._header_list([("X-Bad", "a\r\nb")], False)
+        with pytest.raises(ProtocolError):
+            engine._header_list([("X-Bad", "a\r\nb")], False)
+    finally:
+        engine.close()
+
+
+def test_a_read_stream_is_freed_without_the_cyclic_gc(nginx_server, client: Client) -> None:
+    """A finished streamed response leaves no reference cycle behind (no GC work per request)."""
+    import gc
+    import weakref
+
+    client.get(nginx_server.small_url)  # warm: pooled handle and connection
+    gc.collect()
+    gc.disable()
+    try:
+        r = client.request("GET", nginx_server.small_url, stream=True)
+        stream = weakref.ref(r._stream)
+        assert len(r.read()) == 512
+        del r
+        assert stream() is None
+        with client.stream("GET", nginx_server.small_url) as s:
+            parts = list(s.iter_bytes())
+            held = weakref.ref(s._stream)
+        assert len(b"".join(parts)) == 512
+        del s
+        assert held() is None
+    finally:
+        gc.enable()
+
+
+def test_a_streamed_head_comes_before_its_body(fault_server, client: Client) -> None:
+    """The head is handed over as soon as it is complete, not with the first body byte."""
+    t0 = time.monotonic()
+    with client.stream("GET", fault_server.url_for("/stall?after=0&seconds=3&length=5&finish=1")) as r:
+        assert r.status == 200 and time.monotonic() - t0 < 2
+        assert len(r.read()) == 5

@@ -21,9 +21,18 @@ numbers in ``shared/reference/engine-costs.md``, ours from ``benchmarks/bench_en
 * Completions are a flag plus, only if the waiter really blocked, one ``threading.Lock`` release:
   no ``Condition``/``Event`` per request. ``submit()`` returns a ``concurrent.futures.Future``
   subclass that builds its ``Condition`` only when something blocks on it without driving.
-* Per request only what changed is set: a pooled handle keeps method, header list, timeouts and
-  callbacks from its last transfer; a buffered transfer's head lines and body land in per-handle
-  lists bound to HEADERFUNCTION/WRITEFUNCTION once; redirect following costs nothing until a 3xx.
+* Per request only what changed is set: a pooled handle keeps URL, method, header list, timeouts
+  and callbacks from its last transfer. Header lists are shared per distinct header set (layers
+  send the same token and user agent every time), so an unchanged HTTPHEADER is neither rebuilt
+  nor set again. A buffered transfer's head lines and body land in per-handle lists bound to
+  HEADERFUNCTION/WRITEFUNCTION once; a streaming transfer's head lines go to a list too (no
+  Python call per header line) and the driver looks for the end of the head after each turn.
+  Redirect following costs nothing until a 3xx.
+* No reference cycles per request: a finished stream lets go of its transfer, so responses are
+  freed by reference counting (cyclic-GC passes over engine objects showed up as ~5 us/request).
+* Client CPU per request also depends on the machine: against a server on the same box every
+  request costs a context switch, after which Python code runs on cold caches; the layers above
+  (adapters, registry layers, the host library) then cost ~2-3x their in-isolation time.
 
 Measured with ``benchmarks/bench_engine.py`` on this 2-core box (nginx ``/small`` on 127.0.0.1,
 5,000 requests, 64 in flight, median of 5 round-robin rounds; the box was shared with other jobs,
@@ -85,7 +94,7 @@ from typing import Any
 
 import pycurl
 
-from ._curl_errors import error_from_curl
+from ._curl_errors import E_TOO_LARGE, error_from_curl
 from ._heads import parse_head
 from ._redaction import redact_url
 from .exceptions import (
@@ -120,6 +129,15 @@ SEND_BUFFER = 512 << 10
 #: Longest select() when curl has no timer: also bounds how long a socket curl_multi_fdset could not
 #: report (fd >= 1024) waits.
 MAX_WAIT = 0.25
+#: The largest response head (status line and every header) accepted, and the largest single header
+#: line: libcurl's own limits (since 8.3, CVE-2023-38039), reported as ``ProtocolError`` naming them.
+#: A server sending more (say 10 MiB of headers) costs at most this much memory before the transfer fails.
+MAX_RESPONSE_HEAD = 300 << 10
+MAX_RESPONSE_HEAD_LINE = 100 << 10
+#: Distinct request header sets whose HTTPHEADER lists are kept for reuse (``Engine._header_list``).
+HEADER_LISTS = 256
+#: ... each at most this long in total (a registry token is 1-2 KiB).
+HEADER_LIST_BYTES = 16 << 10
 #: How often the driver looks for stalled transfers (the precision of ``Timeout.stall``).
 STALL_CHECK = 0.25
 #: A thread blocked behind another driver re-checks after this long (a safety net, not a poll).
@@ -336,11 +354,13 @@ class _Handle:
         "lines",
         "method",
         "timeout",
+        "url",
         "write_mode",
     )
 
     def __init__(self, curl: pycurl.Curl) -> None:
         self.curl = curl
+        self.url = ""
         self.lines: list[bytes] = []
         self.chunks: list[bytes] = []
         self.method = _M_GET
@@ -364,6 +384,7 @@ class _Transfer:
         "future",
         "handle",
         "head_ready",
+        "head_scan",
         "head_start",
         "header_list",
         "hop",
@@ -404,6 +425,7 @@ class _Transfer:
         self.sink: Any = None
         self.lines: list[bytes] | None = None
         self.head_start = 0
+        self.head_scan = 0
         self.head_ready = False
         self.future: EngineFuture | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
@@ -423,25 +445,36 @@ class _Transfer:
         self.progress = -1
         self.progress_at = 0.0
 
-    # HEADERFUNCTION of streaming transfers: the response is handed over as soon as the final head
-    # is complete, before the body (1xx heads are skipped; a 101 is final).
-    def on_header(self, line: bytes) -> None:
+    def scan_head(self) -> bool:
+        """Whether a streaming transfer's final head is complete (1xx heads are skipped; a 101 is
+        final), looking only at the lines that arrived since the last call.
+
+        libcurl appends the lines straight to ``lines`` (HEADERFUNCTION is ``lines.append``: no Python
+        call per header line); the driver scans after each turn and hands the response over as soon
+        as its head is complete, before the body.
+        """
+        if self.head_ready:
+            return True
         lines = self.lines
         assert lines is not None
-        if self.head_ready:
-            return  # trailers
-        lines.append(line)
-        if line == b"\r\n" or line == b"\n":
-            first = lines[self.head_start]
-            parts = first.split(None, 2)
-            if (first[:5] == b"HTTP/" and len(parts) > 1 and parts[1][:1] == b"1"
-                    and parts[1] != b"101"):
-                self.head_start = len(lines)
-                return
-            self.head_ready = True
-            engine = self.stream._engine if self.stream is not None else None
-            if engine is not None:
-                engine._heads.append(self)
+        i = self.head_scan
+        n = len(lines)
+        while i < n:
+            line = lines[i]
+            i += 1
+            if line == b"\r\n" or line == b"\n":
+                first = lines[self.head_start]
+                parts = first.split(None, 2)
+                if (first[:5] == b"HTTP/" and len(parts) > 1 and parts[1][:1] == b"1"
+                        and parts[1] != b"101"):
+                    self.head_start = i
+                    continue
+                self.head_ready = True
+                if i < n:
+                    del lines[i:]  # trailers that came with the head in one turn: not part of it
+                break
+        self.head_scan = i
+        return self.head_ready
 
     def on_sink(self, data: bytes) -> int | None:
         try:
@@ -663,7 +696,7 @@ class BodyStream:
 
     def __init__(self, engine: Engine, transfer: _Transfer) -> None:
         self._engine = engine
-        self._transfer = transfer
+        self._transfer: _Transfer | None = transfer  # None once the transfer is over
         self._chunks: collections.deque[bytes] = collections.deque()
         self._received = 0  # driver only
         self._consumed = 0  # reader only
@@ -686,7 +719,7 @@ class BodyStream:
             return int(pycurl.WRITEFUNC_PAUSE)  # libcurl keeps `data` and delivers it again on unpause
         self._chunks.append(data)
         self._received += len(data)
-        digest = self._transfer.digest
+        digest = self._transfer.digest  # type: ignore[union-attr]  # set while libcurl writes
         if digest is not None:
             digest.update(data)
         if not self.ready:
@@ -697,6 +730,9 @@ class BodyStream:
     def _finish(self, error: BaseException | None) -> None:
         self._error = error
         self._eof = True
+        # The transfer is over: drop the stream -> transfer -> response -> stream cycle, so a
+        # finished response is freed by reference counting, not left to the cyclic GC.
+        self._transfer = None
         if not self.ready:
             self.ready = True
         self._engine._touched.append(self)
@@ -711,6 +747,11 @@ class BodyStream:
     @property
     def bytes_received(self) -> int:
         return self._received
+
+    @property
+    def complete(self) -> bool:
+        """True when the whole body has arrived without error: reading it will not wait."""
+        return self._eof and self._error is None and not self._closed
 
     def _take(self) -> bytes | None:
         """The next chunk if one is buffered; ``None`` at the end; raises the transfer's error."""
@@ -729,7 +770,9 @@ class BodyStream:
         self._consumed += len(data)
         if self._paused and self._received - self._consumed <= LOW_WATER:
             self._paused = False
-            self._engine._request(_UNPAUSE, self._transfer)
+            t = self._transfer
+            if t is not None:
+                self._engine._request(_UNPAUSE, t)
         return data
 
     def _next(self) -> bytes | None:
@@ -825,8 +868,9 @@ class BodyStream:
             return
         self._closed = True
         self._chunks.clear()
-        if not self._eof:
-            self._engine._cancel(self._transfer, None)
+        t = self._transfer
+        if not self._eof and t is not None:
+            self._engine._cancel(t, None)
 
     def __del__(self) -> None:
         if not self._closed and not self._eof:
@@ -870,10 +914,13 @@ class Engine(RoundTripper):
         share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
         self._static = self._static_options(verify, cert, proxy, http2, user_agent)
         self._free: list[_Handle] = []
+        # Prepared HTTPHEADER lists by header items, without and with a request body (_header_list).
+        self._header_lists: tuple[dict[tuple[Any, ...], list[str | bytes]], ...] = ({}, {})
         self._active: dict[pycurl.Curl, _Transfer] = {}
         self._inbox: collections.deque[_Transfer] = collections.deque()
         self._control: collections.deque[tuple[int, _Transfer, Any]] = collections.deque()
-        self._heads: list[_Transfer] = []
+        # Streaming transfers in flight whose final head is not complete yet (driver only).
+        self._heading: dict[_Transfer, None] = {}
         self._touched: list[BodyStream] = []
         self._abatch: list[_Transfer] = []
         self._blocked: set[Any] = set()  # sync waiters blocked behind another driver
@@ -954,7 +1001,10 @@ class Engine(RoundTripper):
         """Set what this transfer needs on a pooled handle, touching only options that changed."""
         curl = h.curl
         request = t.request
-        curl.setopt(pycurl.URL, request.url)
+        url = request.url
+        if url != h.url:
+            curl.setopt(pycurl.URL, url)
+            h.url = url
         if t.header_list is not h.headers:
             curl.setopt(pycurl.HTTPHEADER, t.header_list)
             h.headers = t.header_list
@@ -1001,9 +1051,9 @@ class Engine(RoundTripper):
                 curl.setopt(pycurl.WRITEFUNCTION, h.chunks.append)
                 h.write_mode = _BUFFERED
         elif mode == _STREAM:
-            assert t.stream is not None
+            assert t.stream is not None and t.lines is not None
             curl.setopt(pycurl.WRITEFUNCTION, t.stream._on_write)
-            curl.setopt(pycurl.HEADERFUNCTION, t.on_header)
+            curl.setopt(pycurl.HEADERFUNCTION, t.lines.append)
             h.write_mode = _STREAM
         else:
             curl.setopt(pycurl.WRITEFUNCTION, t.on_sink)
@@ -1042,7 +1092,7 @@ class Engine(RoundTripper):
         if body is None and request.method in ("POST", "PUT", "PATCH"):
             body = b""  # send Content-Length: 0 as Go's client does; some servers want it
         if items or body is not None:
-            t.header_list = _header_list(items, body is not None)
+            t.header_list = self._header_list(items, body is not None)
         if body is not None:
             self._prepare_body(t, body, items, bool(ext.get("sha256_upload")) if ext else False)
         if kind != _ASYNC and type(t.reader) is _PendingAsync:
@@ -1066,6 +1116,28 @@ class Engine(RoundTripper):
         if timeout.pool is not None:
             t.pool_deadline = t.started + timeout.pool
         return t
+
+    def _header_list(self, items: list[tuple[str, str]], has_body: bool) -> list[str | bytes]:
+        """The HTTPHEADER list for these headers, one shared list per distinct header set.
+
+        Layers build a new ``Headers`` per request, but the lines are mostly the same every time (the
+        same token, user agent, accept list); handing the same list object back lets ``_configure``
+        skip the HTTPHEADER setopt (a curl_slist rebuilt per request) on a pooled handle that carries
+        it already, and skips building the lines.
+        """
+        cache = self._header_lists[has_body]
+        try:
+            key = tuple(items)
+            found = cache.get(key)
+        except TypeError:  # an unhashable value someone put in Headers: build it every time
+            return _header_list(items, has_body)
+        if found is None:
+            found = _header_list(items, has_body)
+            if sum(map(len, found)) <= HEADER_LIST_BYTES:  # huge header sets are built each time
+                if len(cache) >= HEADER_LISTS:
+                    cache.clear()  # tokens rotate, ranges differ: a bounded cache, rebuilt as it goes
+                cache[key] = found
+        return found
 
     def _prepare_body(self, t: _Transfer, body: Any, items: list[tuple[str, str]], digest_up: bool) -> None:
         digest = hashlib.sha256() if digest_up else None
@@ -1156,6 +1228,8 @@ class Engine(RoundTripper):
     def _retire(self, t: _Transfer) -> None:
         """The transfer is over (driver thread): give back its passive token."""
         t.state = _FINISHED
+        if t.mode == _STREAM:
+            self._heading.pop(t, None)
         if t.passive:
             (self._passive_futures if t.passive == _FUTURE else self._passive_async).pop()
             t.passive = 0
@@ -1367,7 +1441,7 @@ class Engine(RoundTripper):
             self._in_curl = False
         if running != len(active):
             self._collect()
-        if self._heads:
+        if self._heading:
             self._deliver_heads()
         if self._touched:
             self._notify_streams()
@@ -1431,6 +1505,8 @@ class Engine(RoundTripper):
                 continue
             t.handle = h
             t.state = _ACTIVE
+            if t.mode == _STREAM:
+                self._heading[t] = None
             if t.stall:
                 t.progress_at = time.monotonic()
                 t.progress = -1
@@ -1536,7 +1612,8 @@ class Engine(RoundTripper):
         # ``t.result`` set but not ``t.ready``: the head went out and a redirect flow took the
         # transfer over; delivering the head again would start a second flow for the same request.
         if not t.ready and t.result is None:
-            if error is None or t.head_ready:
+            head_ready = t.scan_head()  # also cuts trailers that arrived with the head
+            if error is None or head_ready:
                 # The head arrived complete: the caller gets the response, the body error comes
                 # with the body (also when both landed in the same engine turn).
                 try:
@@ -1555,6 +1632,12 @@ class Engine(RoundTripper):
         stream._finish(error)
 
     def _curl_error(self, t: _Transfer, curl: pycurl.Curl, code: int, message: str) -> TransportError:
+        if code == E_TOO_LARGE or (code == pycurl.E_RECV_ERROR and message.startswith("Too large")):
+            # libcurl refuses a response head over its limits (MAX_RESPONSE_HEAD in total, 100 KiB for
+            # one line); its own message is empty for a single long line and says "recv error" otherwise.
+            return ProtocolError(f"{t.request.method} {redact_url(t.request.url)}: response head exceeds "
+                                 f"{MAX_RESPONSE_HEAD} bytes ({MAX_RESPONSE_HEAD_LINE} for one header line)",
+                                 url=redact_url(t.request.url), curl_code=code)
         phase = "read"
         if code == pycurl.E_OPERATION_TIMEDOUT:
             head_started = bool(t.lines if t.mode == _STREAM else t.handle is not None and t.handle.lines)
@@ -1605,8 +1688,11 @@ class Engine(RoundTripper):
         return r
 
     def _deliver_heads(self) -> None:
-        heads = self._heads
-        self._heads = []
+        """Hand over the responses of streaming transfers whose head completed in this turn."""
+        heading = self._heading
+        heads = [t for t in heading if t.scan_head()]
+        for t in heads:
+            del heading[t]
         for t in heads:
             if t.state == _ACTIVE and not t.ready and t.result is None:
                 try:

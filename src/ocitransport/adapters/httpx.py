@@ -12,8 +12,9 @@ proxy are fixed per transport, as for ``httpx.HTTPTransport``: ``verify`` (bool 
 ``proxy`` (a URL; ``None``: no proxy, environment ignored, as httpx does for an explicit transport).
 ``verify=True`` trusts the system CA store.
 
-Response bodies always stream (httpx reads them for non-streaming calls), with back-pressure; request
-bodies stream from ``request.stream``. Registry mode: see ``ocitransport.adapters``.
+Response bodies stream (httpx reads them for non-streaming calls), with back-pressure; a small body that
+had fully arrived with its head (up to ``ARRIVED_BODY_MAX``) is handed over as bytes, the engine's
+objects already released. Request bodies stream from ``request.stream``. Registry mode: see ``ocitransport.adapters``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..client import AsyncClient, Client
+from ..engine import BodyStream
 from ..messages import Headers, Request, Response, Timeout
 from . import AuthSource, RegistryRouter, make_router
 from ._errors import is_mapped, to_httpx
@@ -58,6 +60,33 @@ def _headers(request: httpx.Request) -> Headers:
     return Headers._from_list([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw])
 
 
+def _probe_headers_layout() -> bool:
+    """Whether ``httpx.Headers`` keeps ``_list`` as ``(raw name, lower name, value)`` byte triples (httpx
+    0.18 to 0.28 do); then response headers are handed over in that layout, without httpx normalizing
+    every pair again. Anything else falls back to the public constructor."""
+    try:
+        probe = httpx.Headers([(b"X-A", b"1")])
+        return probe._list == [(b"X-A", b"x-a", b"1")] and probe.encoding == "ascii"
+    except Exception:  # noqa: BLE001 - any surprise means: use the public constructor
+        return False
+
+
+_HEADERS_LAYOUT = _probe_headers_layout()
+
+
+def _httpx_headers(items: list[tuple[str, str]]) -> httpx.Headers:
+    """Our response headers as ``httpx.Headers`` (names and values as received, latin-1)."""
+    if not _HEADERS_LAYOUT:
+        return httpx.Headers([(k.encode("latin-1"), v.encode("latin-1")) for k, v in items])
+    triples = []
+    for k, v in items:
+        raw = k.encode("latin-1")
+        triples.append((raw, raw.lower(), v.encode("latin-1")))
+    headers = httpx.Headers()
+    headers._list = triples
+    return headers
+
+
 def _fixed_body(request: httpx.Request) -> bytes | None:
     """The body when httpx already holds it in memory; raises ``RequestNotRead`` for a stream."""
     content = request.content
@@ -66,10 +95,23 @@ def _fixed_body(request: httpx.Request) -> bytes | None:
     return content
 
 
+#: A streamed body that had fully arrived with its head (a small response, the common case) and is
+#: at most this long is handed to httpx as bytes: no stream wrappers, no engine calls per chunk.
+ARRIVED_BODY_MAX = 64 << 10
+
+
+def _arrived(resp: Response) -> bytes | None:
+    """The whole body if it is already here (nothing left to wait for, no error), else ``None``."""
+    stream = resp._stream
+    if isinstance(stream, BodyStream) and stream.complete and stream.bytes_buffered <= ARRIVED_BODY_MAX:
+        return resp.read()  # joins what is buffered; closes the stream (the transfer is over)
+    return None
+
+
 def _response(resp: Response, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
     return httpx.Response(
         resp.status,
-        headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()],
+        headers=_httpx_headers(resp.headers._items),
         stream=stream,
         extensions={"http_version": resp.http_version.encode("ascii"),
                     "reason_phrase": resp.reason.encode("latin-1")},
@@ -99,6 +141,9 @@ class _SyncStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         self._response.close()
+        # httpx keeps its response (and this stream) in a reference cycle until the cyclic GC runs:
+        # let go of ours, and of the engine objects behind it, now.
+        self._response = _CLOSED
 
 
 class _AsyncStream(httpx.AsyncByteStream):
@@ -117,6 +162,10 @@ class _AsyncStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._response.close()
+        self._response = _CLOSED
+
+
+_CLOSED = Response(0)  # what a closed stream wrapper holds instead of the engine's response
 
 
 class _Options:
@@ -174,10 +223,13 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
             if self.router is not None:
                 rt = self.router.route(self.client, ours)
             resp = rt.round_trip(ours)
+            body = _arrived(resp)
         except Exception as exc:
             if is_mapped(exc):
                 raise to_httpx(exc, request) from exc
             raise
+        if body is not None:
+            return _response(resp, httpx.ByteStream(body))
         return _response(resp, _SyncStream(resp, request))
 
     def close(self) -> None:
@@ -213,10 +265,13 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
             if self.router is not None:
                 rt = await self.router.route_async(self.client, ours)
             resp = await rt.round_trip_async(ours)
+            body = _arrived(resp)
         except Exception as exc:
             if is_mapped(exc):
                 raise to_httpx(exc, request) from exc
             raise
+        if body is not None:
+            return _response(resp, httpx.ByteStream(body))
         return _response(resp, _AsyncStream(resp, request))
 
     async def aclose(self) -> None:
