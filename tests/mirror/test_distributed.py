@@ -72,10 +72,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         fault = proxy._arrived(self.command, self.path)
         if fault is not None:
-            status, retry_after = fault
-            payload = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}).encode()
+            status, retry_after, codes = fault
+            payload = json.dumps({"errors": [{"code": c, "message": "injected"} for c in codes]}).encode()
             self.send_response(status)
-            self.send_header("Retry-After", str(retry_after))
+            if retry_after:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -115,13 +116,16 @@ class _ProxyServer(ThreadingHTTPServer):
 class RegistryProxy:
     """A forwarding HTTP/1.1 proxy in front of ``upstream`` (Host kept, so upload Locations point back
     here). ``answer_status(429, times=3, retry_after=2, after=20)`` answers the 3 requests following the
-    20th itself, with ``Retry-After: 2``. ``arrivals``: ``(monotonic time, method, path, faulted)``."""
+    20th itself, with ``Retry-After: 2``; ``method`` / ``path_contains`` narrow the requests counted and
+    answered, ``codes`` are the error codes of the answer's body. ``arrivals``: ``(monotonic time, method,
+    path, faulted)``."""
 
     def __init__(self, upstream: RegistryServer) -> None:
         self.upstream = upstream
         self.arrivals: list[tuple[float, str, str, bool]] = []
         self._lock = threading.Lock()
-        self._fault: tuple[int, int, int, int] | None = None  # status, times left, retry_after, skip
+        # status, times left, retry_after, skip, codes, method, path_contains
+        self._fault: tuple[int, int, int, int, tuple[str, ...], str | None, str] | None = None
         self._server = _ProxyServer((process.LOOPBACK, 0), _ProxyHandler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -131,21 +135,23 @@ class RegistryProxy:
     def host(self) -> str:
         return f"{process.LOOPBACK}:{self._server.server_address[1]}"
 
-    def answer_status(self, status: int, *, times: int, retry_after: int, after: int = 0) -> None:
+    def answer_status(self, status: int, *, times: int, retry_after: int = 0, after: int = 0,
+                      codes: tuple[str, ...] = ("TOOMANYREQUESTS",), method: str | None = None,
+                      path_contains: str = "") -> None:
         with self._lock:
-            self._fault = (status, times, retry_after, after)
+            self._fault = (status, times, retry_after, after, codes, method, path_contains)
 
-    def _arrived(self, method: str, path: str) -> tuple[int, int] | None:
+    def _arrived(self, method: str, path: str) -> tuple[int, int, tuple[str, ...]] | None:
         with self._lock:
             fault = self._fault
-            answer: tuple[int, int] | None = None
-            if fault is not None:
-                status, times, retry_after, skip = fault
+            answer: tuple[int, int, tuple[str, ...]] | None = None
+            if fault is not None and (fault[5] in (None, method)) and fault[6] in path:
+                status, times, retry_after, skip, codes, want, contains = fault
                 if skip > 0:
-                    self._fault = (status, times, retry_after, skip - 1)
+                    self._fault = (status, times, retry_after, skip - 1, codes, want, contains)
                 elif times > 0:
-                    self._fault = (status, times - 1, retry_after, 0)
-                    answer = (status, retry_after)
+                    self._fault = (status, times - 1, retry_after, 0, codes, want, contains)
+                    answer = (status, retry_after, codes)
             self.arrivals.append((time.monotonic(), method, path, answer is not None))
             return answer
 
@@ -364,6 +370,27 @@ def test_a_429_storm_pauses_the_cluster_instead_of_failing_it(
     quiet = [(t - first, m, p) for t, m, p, _ in arrivals if first + 1.0 <= t <= first + 1.9]
     assert quiet == []
     assert sum(1 for t, *_ in arrivals if t > first + 1.9) > 20
+
+
+def test_a_manifest_refused_for_an_unknown_blob_is_pushed_after_a_check(
+        client: Any, registry: RegistryServer, registry_factory: Callable[..., RegistryServer],
+        fleet: dict[str, list[raw.PushedImage]]) -> None:
+    """What a manifest PUT gets when another worker writes one of its blobs into the same repository at
+    that moment (distribution reads the half-written link): the blobs are asked for again, then the
+    PUT succeeds; a manifest is never pushed on the strength of a worker's bookkeeping alone."""
+    dst = registry_factory()
+    with RegistryProxy(dst) as proxy:
+        plan, names = _plan(registry, proxy.host, fleet, repos=1)
+        proxy.answer_status(400, times=2, codes=("DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN"), method="PUT",
+                            path_contains="/manifests/", after=1)
+        with DaskExecutor(client) as executor:
+            report = executor.execute(plan, jobs=4, retries=2, keep_going=True, include_nondistributable=False,
+                                      progress=None)
+        refused = [(m, p) for _, m, p, f in proxy.arrivals if f]
+    assert len(refused) == 2
+    assert report.ok, report.errors
+    assert report.images_copied == TAGS and report.retries >= 2
+    _assert_copied(dst, fleet, names)
 
 
 def test_credentials_stay_on_the_workers(

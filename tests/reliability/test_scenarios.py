@@ -7,6 +7,8 @@ the destination with raw HTTP too.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +17,12 @@ import pytest
 
 import ocitransport
 from ocitransport.messages import Timeout
-from ocitransport.mirror import execute, plan_repository
+from ocitransport.mirror import Report, execute, plan_repository
+from ocitransport.mirror.execute import Executor
+from ocitransport.mirror.plan import plan_image
+from ocitransport.mirror.session import Session
 from tests.reliability.conftest import SourceRepo, check_destination, populate
+from tests.servers import raw
 from tests.servers.fixtures import unique_repo_name
 from tests.servers.proxy import FaultProxy
 from tests.servers.raw import list_tags as raw_tags
@@ -35,29 +41,35 @@ def test_mirror_through_ten_percent_faults(registry: RegistryServer, dst_registr
                                            source: SourceRepo, proxy_factory: Callable[..., FaultProxy]) -> None:
     src_proxy = proxy_factory(registry, seed=1)
     dst_proxy = proxy_factory(dst_registry, seed=2)
-    rates = {"refuse": 0.01, "reset_before": 0.015, "reset_during": 0.015, "reset_after": 0.015,
-             "truncate": 0.01, "stall": 0.005, "status_500": 0.01, "status_502": 0.01, "status_503": 0.01}
+    rates = {"refuse": 0.01, "reset_before": 0.015, "reset_during": 0.015, "reset_after": 0.01,
+             "truncate": 0.01, "stall": 0.005, "wrong_length": 0.005, "status_500": 0.01, "status_502": 0.01,
+             "status_503": 0.01}
     assert abs(sum(rates.values()) - 0.10) < 1e-9
     dst_repo = unique_repo_name("ten-percent")
+    for proxy in (src_proxy, dst_proxy):
+        proxy.stall_seconds = 4.0
+        proxy.set_rates(**rates)
     with ocitransport.Client(timeout=Timeout(connect=5, stall=2)) as client:
-        # Planning reads tag lists and manifests with streamed bodies, which a break mid-body fails
-        # without a retry (see the report of issue #7): the faults start with the execution.
+        # Faults from the first request: planning repeats a read that broke mid-body (tag lists and
+        # manifests are streamed, so the retry layer has returned when the body breaks).
+        started = time.monotonic()
         plan = plan_repository(f"{src_proxy.host}/{source.repo}", f"{dst_proxy.host}/{dst_repo}",
                                client=client)
-        assert not plan.errors and len(plan.units) == len(source.tags)
-        for proxy in (src_proxy, dst_proxy):
-            proxy.stall_seconds = 4.0
-            proxy.set_rates(**rates)
-        started = time.monotonic()
+        planned = time.monotonic() - started
+        assert not plan.errors, plan.errors[:3]
+        assert len(plan.units) == len(source.tags)
+        planning_faults = src_proxy.faults + dst_proxy.faults
         report = execute(plan.units, client=client, jobs=8, retries=6)
         elapsed = time.monotonic() - started
     faults = src_proxy.faults + dst_proxy.faults
     requests = src_proxy.stats["requests"] + dst_proxy.stats["requests"]
-    print(f"\nten-percent: {len(source.tags)} tags in {elapsed:.1f} s; {requests} requests, {faults} faults "
+    print(f"\nten-percent: {len(source.tags)} tags in {elapsed:.1f} s (planning {planned:.1f} s, "
+          f"{planning_faults} faults); {requests} requests, {faults} faults "
           f"(src {src_proxy.stats}, dst {dst_proxy.stats}); report: {report.summary()}")
     assert report.ok, report.errors[:5]
     assert report.images_copied == len(source.tags)
     assert report.retries > 0 and faults >= 0.05 * requests
+    assert planning_faults > 0
     for proxy in (src_proxy, dst_proxy):
         proxy.set_rates()
     check_destination(dst_registry, dst_repo, source)
@@ -144,3 +156,88 @@ def test_registry_down_for_ten_seconds(registry: RegistryServer, dst_registry: R
     check_destination(dst_registry, dst_repo, SourceRepo(source.repo, {
         k: v for k, v in source.tags.items() if k in done}), complete=False)
     assert len(raw_tags(dst_registry, dst_repo)) == len(units)
+
+
+def test_a_manifest_is_pushed_only_once_the_registry_has_its_blobs(registry: RegistryServer,
+                                                                   dst_registry: RegistryServer) -> None:
+    """This run's bookkeeping says the destination holds a blob that it lost meanwhile (deleted behind
+    the run's back; two workers writing one blob make the registry refuse a manifest the same way): the
+    manifest PUT is refused, every blob is asked for again, the missing one copied, and the PUT goes
+    through."""
+    src_repo, dst_repo = unique_repo_name("recheck-src"), unique_repo_name("recheck-dst")
+    shared = os.urandom(5000)
+    first = raw.push_image(registry, src_repo, "a", layers=[shared, os.urandom(300)])
+    second = raw.push_image(registry, src_repo, "b", layers=[shared, os.urandom(300)])
+    shared_digest = first.layer_digests[0]
+
+    async def main() -> tuple[Report, Report]:
+        with ocitransport.Client() as client:
+            session = Session(client, retries=2)
+            executor = Executor(session, jobs=2, retries=2)
+            units = [await plan_image(session, f"{registry.host}/{src_repo}:{tag}",
+                                      f"{dst_registry.host}/{dst_repo}:{tag}") for tag in ("a", "b")]
+            before = await executor.run(units[:1])
+            deleted = raw.request(dst_registry, "DELETE", f"/v2/{dst_repo}/blobs/{shared_digest}")
+            assert deleted.status == 202 and not raw.blob_exists(dst_registry, dst_repo, shared_digest)
+            return before, await executor.run(units[1:])
+
+    before, after = asyncio.run(asyncio.wait_for(main(), 60))
+    assert before.ok and after.ok, after.errors
+    assert after.retries >= 1  # the refused PUT, tried again after the check
+    # Its own layer and config, and the lost shared layer copied again (the first pass skipped it).
+    assert after.images[0].blobs_transferred == 3
+    assert after.images[0].bytes_transferred == len(shared) + 300 + len(second.config)
+    check_destination(dst_registry, dst_repo, SourceRepo(src_repo, {"a": first.digest, "b": second.digest}))
+
+
+def test_a_ping_that_fails_is_tried_again_with_the_image(registry: RegistryServer, dst_registry: RegistryServer,
+                                                        source: SourceRepo,
+                                                        proxy_factory: Callable[..., FaultProxy]) -> None:
+    """The destination's ping fails on both schemes (every connection reset once its request head is
+    read) for longer than the retry layer retries it: the images are attempted again, and the run
+    completes once the registry answers."""
+    src_proxy, dst_proxy = proxy_factory(registry), proxy_factory(dst_registry, seed=5)
+    dst_repo = unique_repo_name("ping-fails")
+    with ocitransport.Client() as client:
+        units = _plan(src_proxy, dst_proxy, source, dst_repo, client, 5)
+    dst_proxy.set_rates(reset_before=1.0)
+    timer = threading.Timer(2.5, dst_proxy.set_rates)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with ocitransport.Client() as client:
+            # Two retries: the retry layer's (0.5 s, then 1 s) end within the 2.5 s of resets, so the
+            # ping fails; the images' (0.5 s, then 1 s, each followed by a ping retried as long) outlast it.
+            report = execute(units, client=client, jobs=len(units), retries=2)
+    finally:
+        timer.cancel()
+        dst_proxy.set_rates()
+    elapsed = time.monotonic() - started
+    print(f"\nping fails: {report.summary()} in {elapsed:.1f} s; {dst_proxy.stats['reset_before']} resets")
+    assert report.ok, report.errors[:3]
+    assert dst_proxy.stats["reset_before"] >= 3 and elapsed > 2.5
+    assert report.retries >= len(units)  # every image was attempted again after the ping failed
+    check_destination(dst_registry, dst_repo, SourceRepo(source.repo, {
+        k: v for k, v in source.tags.items() if k in {u.destination.rsplit(":", 1)[1] for u in units}}))
+
+
+def test_the_proxy_costs_little_per_request(registry: RegistryServer, dst_registry: RegistryServer,
+                                            source: SourceRepo, proxy_factory: Callable[..., FaultProxy]) -> None:
+    """Without faults the proxy is nearly free: planning the whole source (a few hundred small requests)
+    through proxies takes about as long as directly (a per-request delay, such as Nagle's algorithm
+    meeting delayed ACKs, would add tens of milliseconds to each)."""
+    src_proxy, dst_proxy = proxy_factory(registry), proxy_factory(dst_registry)
+    dst_repo = unique_repo_name("proxy-cost")
+    timings = {}
+    for name, (src, dst) in {"direct": (registry.host, dst_registry.host),
+                             "proxy": (src_proxy.host, dst_proxy.host)}.items():
+        with ocitransport.Client() as client:
+            started = time.monotonic()
+            plan = plan_repository(f"{src}/{source.repo}", f"{dst}/{dst_repo}", client=client)
+            timings[name] = time.monotonic() - started
+        assert not plan.errors and len(plan.units) == len(source.tags)
+    requests = src_proxy.stats["requests"] + dst_proxy.stats["requests"]
+    print(f"\nproxy cost: planning {len(source.tags)} tags directly {timings['direct']:.2f} s, through the "
+          f"proxies {timings['proxy']:.2f} s ({requests} requests)")
+    assert requests > 2 * len(source.tags)
+    assert timings["proxy"] < 2 * timings["direct"] + requests * 0.005

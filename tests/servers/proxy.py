@@ -92,7 +92,9 @@ class _Script:
     status: int = 0
     retry_after: str | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body_length: int | None = None) -> bool:
+        if self.kind == "cut_request" and body_length is not None and body_length <= self.after:
+            return False  # nothing to cut: leave the script for a request with a longer body
         return (self.method is None or self.method.upper() == method) and self.path_contains in path
 
 
@@ -340,8 +342,10 @@ class FaultProxy:
 
     def cut_request_body(self, after: int, *, method: str | None = None, path_contains: str = "",
                          times: int = 1) -> None:
-        """The next ``times`` matching requests: forward only the first ``after`` request body bytes
-        upstream, then reset both connections."""
+        """The next ``times`` matching requests whose body is longer than ``after`` bytes (or of unknown
+        length): forward only the first ``after`` request body bytes upstream, then reset both
+        connections. A request that declares a shorter body passes untouched (with several uploads in
+        flight, the cut lands on one that has bytes to cut)."""
         self._add(_Script("cut_request", method, path_contains, times, after=after))
 
     def cut_response_body(self, after: int, *, method: str | None = None, path_contains: str = "",
@@ -464,11 +468,11 @@ class FaultProxy:
                 self._threads.add(thread)
             thread.start()
 
-    def _choose(self, method: str, path: str) -> tuple[str, _Script | None]:
+    def _choose(self, method: str, path: str, body_length: int | None = None) -> tuple[str, _Script | None]:
         """The fault for one request: a scripted one first, else one drawn from the rates."""
         with self._lock:
             for script in self._scripts:
-                if script.matches(method, path):
+                if script.matches(method, path, body_length):
                     script.times -= 1
                     if script.times == 0:
                         self._scripts.remove(script)
@@ -622,7 +626,7 @@ class _Session:
         except ValueError:
             raise _Dropped() from None
         path = target.split("?", 1)[0]
-        kind, script = proxy._choose(method, path)
+        kind, script = proxy._choose(method, path, None if head.chunked else head.content_length or 0)
         record_kind = {"cut_request": "cut_request", "cut_response": "cut_response",
                        "status": "answer_status"}.get(kind, kind)
         expects_continue = (head.get("Expect") or "").lower() == "100-continue"

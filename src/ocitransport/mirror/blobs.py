@@ -59,6 +59,12 @@ class TransferStats:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+class SizeMismatch(DigestMismatch):
+    """The source sent a blob body shorter or longer than the manifest declares (or declared such a
+    length). Worth another attempt: a proxy that cuts or mislabels a body causes it as well as a
+    registry that stores the wrong blob."""
+
+
 def _resumable(exc: OCITransportError) -> bool:
     """Worth asking the registry where the upload stands: a broken connection or a temporary error, an
     upload it no longer knows (404) or an offset it disagrees with (416)."""
@@ -130,6 +136,14 @@ class BlobCopy:
         finally:
             del self._inflight[key]
             fut.set_result(None)
+
+    def forget(self, dst: Repository, digests: list[str]) -> None:
+        """Stop believing that ``dst`` holds ``digests`` (the registry said otherwise): the next
+        :meth:`ensure` asks it again, and places the blob when it is missing."""
+        for digest in digests:
+            holders = self.placed.get((dst.registry.name, digest))
+            if holders is not None and dst.path in holders:
+                holders.remove(dst.path)
 
     async def _place(self, src: Repository, dst: Repository, blob: Descriptor,
                      holders: list[str]) -> tuple[Outcome, int]:
@@ -353,7 +367,7 @@ class _Source:
                     piece, self.leftover = piece[:room], piece[room:]
                 self.pos += len(piece)
                 if self.pos == self.blob.size and self.leftover:
-                    raise DigestMismatch(f"{self.blob.digest}: source sent more than the {self.blob.size} "
+                    raise SizeMismatch(f"{self.blob.digest}: source sent more than the {self.blob.size} "
                                          "bytes the manifest declares")
                 yield piece
         except GeneratorExit:
@@ -370,7 +384,7 @@ class _Source:
             try:
                 chunk = await self.stream.__anext__()
             except StopAsyncIteration:
-                raise DigestMismatch(f"{self.blob.digest}: source sent {self.pos} bytes, the manifest "
+                raise SizeMismatch(f"{self.blob.digest}: source sent {self.pos} bytes, the manifest "
                                      f"declares {self.blob.size}") from None
             except OCITransportError as exc:
                 await self._reopen_after(exc)
@@ -431,7 +445,7 @@ class _Source:
         declared = response.headers.get("Content-Length")
         if declared and declared.strip().isdigit() and not response.headers.get("Content-Encoding") \
                 and int(declared) != expected:
-            raise DigestMismatch(f"{self.blob.digest}: source declares {int(declared) + self.blob.size - expected}"
+            raise SizeMismatch(f"{self.blob.digest}: source declares {int(declared) + self.blob.size - expected}"
                                  f" bytes, the manifest {self.blob.size}")
         self.stream = response.aiter_bytes()
         self.pos, self.leftover = offset, b""

@@ -57,9 +57,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..name import Repository, parse_reference
 from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
 from .blobs import BlobCopy
-from .execute import Executor, Progress
+from .execute import Executor, Progress, put_manifest_checked
 from .manifests import Descriptor, Manifest
-from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of
+from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of, read_manifest
 from .report import ImageResult, Report
 from .session import Session
 
@@ -455,22 +455,34 @@ async def _place_manifest(mirror: _WorkerMirror, src: Repository, dst: Repositor
     if await session.head_manifest(push, dst, digest) is not None:
         return
     pull = await session.pull(src)
-    manifest: Manifest = await session.get_manifest(pull, src, digest)
-    if manifest.is_index:
-        if depth >= 4:
-            raise ValueError(f"{src.name}@{digest}: indexes nested deeper than 4 levels")
-        await asyncio.gather(*(_place_manifest(mirror, src, dst, child.digest, include_nondistributable, counts,
-                                               depth + 1) for child in manifest.children()))
-    else:
-        async def one(blob: Descriptor) -> None:
-            if blob.nondistributable and not include_nondistributable:
-                return
-            outcome, size = await mirror.blobs.ensure(src, dst, blob)
-            counts[f"blobs_{outcome}"] += 1
-            if outcome == "transferred":
-                counts["bytes_transferred"] += size
-        await asyncio.gather(*(one(b) for b in manifest.blobs()))
-    await session.put_manifest(push, dst, digest, manifest)
+    manifest: Manifest = await read_manifest(session, pull, src, digest)
+    if manifest.is_index and depth >= 4:
+        raise ValueError(f"{src.name}@{digest}: indexes nested deeper than 4 levels")
+
+    async def one(blob: Descriptor) -> None:
+        if blob.nondistributable and not include_nondistributable:
+            return
+        outcome, size = await mirror.blobs.ensure(src, dst, blob)
+        counts[f"blobs_{outcome}"] += 1
+        if outcome == "transferred":
+            counts["bytes_transferred"] += size
+
+    async def references() -> None:
+        if manifest.is_index:
+            await asyncio.gather(*(_place_manifest(mirror, src, dst, child.digest, include_nondistributable,
+                                                   counts, depth + 1) for child in manifest.children()))
+        else:
+            await asyncio.gather(*(one(b) for b in manifest.blobs()))
+
+    async def recheck() -> None:
+        # The registry misses a reference: ask it again for each (this worker's bookkeeping, and the
+        # blob tasks' word, forgotten for this repository) and place what is missing.
+        if not manifest.is_index:
+            mirror.blobs.forget(dst, [b.digest for b in manifest.blobs()])
+        await references()
+
+    await references()
+    await put_manifest_checked(session, dst, digest, manifest, recheck)
 
 
 def run_manifest_task(spec: ManifestTask, placed: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,19 +8,64 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from .. import transport
 from ..name import Repository, parse_reference
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .manifests import Descriptor, Manifest
-from .plan import ImageUnit, checked_stale, choose_platforms, describe, identifier_of
+from .plan import (
+    ImageUnit,
+    checked_stale,
+    choose_platforms,
+    describe,
+    identifier_of,
+    read_manifest,
+    transient,
+)
 from .referrers import FallbackIndex, fallback_tag
 from .report import ImageResult, Report
 from .session import MirrorError, Session
 
 log = logging.getLogger("ocitransport.mirror")
+
+#: Times a manifest PUT refused for an unknown blob is tried again after its references were checked.
+MANIFEST_RECHECKS = 2
+#: Registry error codes saying that something a pushed manifest references is not there.
+_UNKNOWN_REFERENCE_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"})
+
+
+def references_unknown(exc: BaseException) -> bool:
+    """Whether a manifest PUT was refused because the registry does not know a blob or child manifest
+    it references.
+
+    distribution also answers so (``DIGEST_INVALID; MANIFEST_BLOB_UNKNOWN``) when the blob is there but
+    another client was writing it into the same repository at that moment (an upload or mount of the
+    same digest rewrites the repository's link to it, and the PUT read the link half-written)."""
+    return isinstance(exc, transport.Error) and exc.status_code == 400 and any(
+        str(d.code) in _UNKNOWN_REFERENCE_CODES for d in exc.errors)
+
+
+async def put_manifest_checked(session: Session, dst: Repository, ref: str, manifest: Manifest,
+                               recheck: Callable[[], Awaitable[None]]) -> None:
+    """PUT ``manifest`` as ``dst``'s ``ref``; when the registry says a reference is unknown, ``recheck``
+    (asks the registry again for every blob and child, placing what is missing) and PUT again, at most
+    :data:`MANIFEST_RECHECKS` times. A manifest is thus only pushed again once its references were
+    found (or put) at the destination, never on the strength of what this run believed."""
+    push = await session.push(dst)
+    for attempt in range(MANIFEST_RECHECKS + 1):
+        try:
+            await session.put_manifest(push, dst, ref, manifest)
+            return
+        except transport.Error as exc:
+            if attempt >= MANIFEST_RECHECKS or not references_unknown(exc):
+                raise
+            session.retries += 1
+            log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name, ref,
+                     exc)
+            await asyncio.sleep(0.2 * (attempt + 1))  # let a concurrent writer of the same blob finish
+            await recheck()
 
 
 class Progress(Protocol):
@@ -173,9 +218,9 @@ class Executor:
                 raise
             except Exception as exc:  # noqa: BLE001 - one image's failure is reported, the run goes on
                 # A transient failure the request layers could not retry (a body that broke while it
-                # streamed, a retry budget spent in a burst) gets the whole image again: every step is
-                # idempotent, and what is already at the destination is skipped.
-                if attempt < self.retries and transport.is_retryable(exc):
+                # streamed or came short, a retry budget spent in a burst, a ping that failed) gets the
+                # whole image again: every step is idempotent, and what is already there is skipped.
+                if attempt < self.retries and transient(exc):
                     self.session.retries += 1
                     delay = min(0.5 * 2 ** attempt, 8.0)
                     log.info("retrying %s in %.1fs: %s", unit.source, delay, describe(exc))
@@ -205,14 +250,14 @@ class Executor:
                 result.status = "skipped"
                 result.note = "destination already up to date"
                 return
-        top = await session.get_manifest(pull, src, unit.source_digest or identifier_of(src_ref))
+        top = await read_manifest(session, pull, src, unit.source_digest or identifier_of(src_ref))
         result.media_type = top.media_type
         if top.is_index and unit.platforms:
             keep, filtered = choose_platforms(top, unit.platforms)
             if filtered is None:
-                child = await session.get_manifest(pull, src, keep[0].digest)
+                child = await read_manifest(session, pull, src, keep[0].digest)
                 await self._copy_tree(src, dst, child, result)
-                await session.put_manifest(push, dst, dst_id, child)
+                await self._put_manifest(src, dst, dst_id, child, result)
                 result.digest = child.digest
                 result.media_type = child.media_type
                 result.note = f"platform {keep[0].platform_str} of index {top.digest}"
@@ -222,7 +267,7 @@ class Executor:
             top = filtered
         else:
             await self._copy_tree(src, dst, top, result)
-        await session.put_manifest(push, dst, dst_id, top)
+        await self._put_manifest(src, dst, dst_id, top, result)
         result.digest = top.digest
 
     async def _copy_tree(self, src: Repository, dst: Repository, manifest: Manifest,
@@ -239,9 +284,23 @@ class Executor:
         if await session.head_manifest(push, dst, child.digest) is not None:
             return
         pull = await session.pull(src)
-        manifest = await session.get_manifest(pull, src, child.digest)
+        manifest = await read_manifest(session, pull, src, child.digest)
         await self._copy_tree(src, dst, manifest, result)
-        await session.put_manifest(push, dst, child.digest, manifest)
+        await self._put_manifest(src, dst, child.digest, manifest, result)
+
+    async def _put_manifest(self, src: Repository, dst: Repository, ref: str, manifest: Manifest,
+                            result: ImageResult) -> None:
+        """PUT ``manifest`` after its tree; if the registry misses a reference, the tree is checked at
+        the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed."""
+        async def recheck() -> None:
+            self.blobs.forget(dst, [b.digest for b in manifest.blobs()] if not manifest.is_index else [])
+            again = ImageResult(result.source, result.destination, "copied", result.digest)
+            await self._copy_tree(src, dst, manifest, again)
+            result.blobs_transferred += again.blobs_transferred
+            result.bytes_transferred += again.bytes_transferred
+            result.blobs_mounted += again.blobs_mounted
+
+        await put_manifest_checked(self.session, dst, ref, manifest, recheck)
 
     async def _copy_blob(self, src: Repository, dst: Repository, blob: Descriptor, result: ImageResult) -> None:
         if blob.nondistributable and not self.include_nondistributable:
@@ -257,4 +316,5 @@ class Executor:
             result.blobs_skipped += 1
 
 
-__all__ = ["Executor", "MirrorError", "Progress"]
+__all__ = ["MANIFEST_RECHECKS", "Executor", "MirrorError", "Progress", "put_manifest_checked",
+           "references_unknown", "transient"]

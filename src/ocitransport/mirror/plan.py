@@ -7,16 +7,83 @@ machine) and idempotent (running it twice leaves the destination as running it o
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from .. import transport
 from ..exceptions import OCITransportError
 from ..name import Repository, Tag, parse_reference
-from .manifests import INDEX_TYPES, Descriptor, Manifest, filter_index, parse_platform, platform_matches
+from ..roundtrip import RoundTripper
+from ..transport.ping import PingError
+from .blobs import SizeMismatch
+from .manifests import (
+    INDEX_TYPES,
+    Descriptor,
+    Manifest,
+    ManifestError,
+    filter_index,
+    parse_platform,
+    platform_matches,
+)
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
-from .session import MirrorError, Session
+from .session import DigestMismatch, MirrorError, Session
+
+log = logging.getLogger("ocitransport.mirror")
+T = TypeVar("T")
+
+#: Attempts of one planning step (a tag list, one image's HEADs and manifests, its referrers) that fails
+#: for a transient reason.
+PLAN_ATTEMPTS = 4
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether another attempt may succeed where this one failed: what the retry layer retries (resets,
+    timeouts, 5xx, 429), a ping that could not reach the registry for such a reason, and a blob body
+    shorter or longer than declared (a proxy may cut or mislabel a body)."""
+    if isinstance(exc, PingError):
+        return bool(exc.errors) and transport.is_retryable(exc.errors[-1])
+    return isinstance(exc, SizeMismatch) or transport.is_retryable(exc)
+
+
+async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLAN_ATTEMPTS) -> T:
+    """Run ``step`` (idempotent reads), again after a transient failure, at most ``attempts`` times.
+
+    Manifests, tag lists and referrers are read as streams (their size is bounded as they arrive), so a
+    connection that breaks mid-body fails after the retry layer has returned; planning reads are
+    cheap to repeat whole."""
+    for attempt in range(attempts):
+        try:
+            return await step()
+        except Exception as exc:
+            if attempt + 1 >= attempts or not transient(exc):
+                raise
+            delay = min(0.25 * 2 ** attempt, 2.0)
+            log.info("planning %s: retrying in %.2fs after: %s", what, delay, describe(exc))
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+#: Reads of a manifest whose body does not parse or does not match its digest.
+MANIFEST_READS = 3
+
+
+async def read_manifest(session: Session, rt: RoundTripper, repo: Repository, ref: str) -> Manifest:
+    """:meth:`Session.get_manifest`, read again (up to :data:`MANIFEST_READS` times) when the body does
+    not parse or does not match its digest: a proxy that cut it short or mislabelled its length causes
+    that as well as a broken registry, and a manifest costs one small GET."""
+    for attempt in range(MANIFEST_READS):
+        try:
+            return await session.get_manifest(rt, repo, ref)
+        except (ManifestError, DigestMismatch) as exc:
+            if attempt + 1 >= MANIFEST_READS:
+                raise
+            session.retries += 1
+            log.info("reading %s:%s again after: %s", repo.name, ref, describe(exc))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 @dataclass(frozen=True)
@@ -125,7 +192,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
         digest, media_type = found
         target = digest
         if platforms:
-            top = await session.get_manifest(pull, src.repository, digest)
+            top = await read_manifest(session, pull, src.repository, digest)
             media_type = top.media_type
             if top.is_index:
                 keep, filtered = choose_platforms(top, platforms)
@@ -153,7 +220,7 @@ async def _subjects(session: Session, unit: ImageUnit) -> list[str]:
     out = [unit.source_digest] if unit.source_digest and unit.target_digest == unit.source_digest else []
     if unit.media_type in INDEX_TYPES:
         src = parse_reference(unit.source, insecure=unit.insecure).repository
-        index = await session.get_manifest(await session.pull(src), src, unit.source_digest)
+        index = await read_manifest(session, await session.pull(src), src, unit.source_digest)
         children = choose_platforms(index, unit.platforms)[0] if unit.platforms else index.children()
         out.extend(d.digest for d in children if d.digest not in out)
     return out
@@ -174,8 +241,9 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
     src = parse_reference(unit.source, insecure=unit.insecure).repository
     dst = parse_reference(unit.destination, insecure=unit.insecure).repository
     try:
-        pull = await session.pull(src)
-        frontier = [(digest, unit.destination) for digest in await _subjects(session, unit)]
+        pull = await again(lambda: session.pull(src), src.name)
+        frontier = [(digest, unit.destination)
+                    for digest in await again(lambda: _subjects(session, unit), unit.source)]
     except Exception as exc:  # noqa: BLE001 - the image itself is still copied
         plan.errors.append((unit.source, f"referrers: {describe(exc)}"))
         return plan, consumed
@@ -201,7 +269,8 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
     async def one(subject: str, depends_on: str) -> list[ImageUnit] | tuple[str, str]:
         async with limit:
             try:
-                found, read_tag = await discover(session, pull, src, subject, known_tags=known_tags)
+                found, read_tag = await again(
+                    lambda: discover(session, pull, src, subject, known_tags=known_tags), f"{src.name}@{subject}")
                 if read_tag:
                     consumed.add(read_tag)
                 units = []
@@ -242,7 +311,8 @@ async def plan_reference(session: Session, source: str, destination: str, *, pla
     A source that cannot be planned is in ``Plan.errors``."""
     plan = Plan()
     try:
-        unit = await plan_image(session, source, destination, platforms=platforms, insecure=insecure)
+        unit = await again(lambda: plan_image(session, source, destination, platforms=platforms,
+                                              insecure=insecure), source)
     except (OCITransportError, ValueError) as exc:
         plan.errors.append((source, describe(exc)))
         return plan
@@ -281,8 +351,19 @@ async def plan_repository(session: Session, source: str, destination: str, *,
     plan = Plan()
     known: set[str] | None = None
     if tags is None:
-        pull = await session.pull(src_repo)
-        names = await session.list_tags(pull, src_repo)
+        async def listed() -> list[str]:
+            pull = await session.pull(src_repo)
+            for attempt in range(MANIFEST_READS):
+                try:
+                    return await session.list_tags(pull, src_repo)
+                except MirrorError as exc:  # a page that does not parse: maybe cut short on the way
+                    if attempt + 1 >= MANIFEST_READS:
+                        raise
+                    session.retries += 1
+                    log.info("listing the tags of %s again after: %s", src_repo.name, describe(exc))
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+        names = await again(listed, f"tags of {src_repo.name}")
         known = set(names)
     else:
         names = list(dict.fromkeys(tags))
@@ -297,8 +378,9 @@ async def plan_repository(session: Session, source: str, destination: str, *,
     async def one(tag: str) -> ImageUnit | tuple[str, str]:
         async with limit:
             try:
-                return await plan_image(session, f"{src_repo.name}:{tag}", f"{dst_repo.name}:{tag}",
-                                        platforms=platforms, insecure=insecure)
+                return await again(lambda: plan_image(session, f"{src_repo.name}:{tag}",
+                                                      f"{dst_repo.name}:{tag}", platforms=platforms,
+                                                      insecure=insecure), f"{src_repo.name}:{tag}")
             except Exception as exc:  # noqa: BLE001 - reported per tag
                 return (f"{src_repo.name}:{tag}", describe(exc))
 
