@@ -269,3 +269,21 @@ class TestLayersOnRequests:
         assert m("https://r.example/v2/a") and m("https://R.EXAMPLE:443/v2/b")
         assert not m("https://r.example:444/v2/")
         assert len(m._seen) == HostMatch.MAX_SEEN
+
+
+class TestScopeSet:
+    """Registries echo a scope's actions in their own order; the token cache must not see a new grant."""
+
+    def test_action_order_and_list_order_do_not_matter(self) -> None:
+        from ocitransport.transport.bearer import _scope_set
+
+        assert _scope_set(["repository:a:push,pull", "registry:catalog:*"]) == _scope_set(
+            ["registry:catalog:*", "repository:a:pull,push"])
+
+    def test_different_grants_differ(self) -> None:
+        from ocitransport.transport.bearer import _scope_set
+
+        assert _scope_set(["repository:a:pull"]) != _scope_set(["repository:a:pull,push"])
+        assert _scope_set(["repository:a:pull"]) != _scope_set(["repository:b:pull"])
+        assert _scope_set(["repository:host:5000/a:pull"]) == _scope_set(["repository:host:5000/a:pull"])
+        assert _scope_set(["opaque"]) == _scope_set(["opaque"])

@@ -46,6 +46,20 @@ CLIENT_ID = "ocitransport"
 POST_FALLBACK_STATUSES = frozenset({400, 401, 403, 404, 405})
 
 
+def _scope_set(scopes: list[str]) -> frozenset[tuple[str, ...]]:
+    """What ``scopes`` grant, independent of order and spelling: ``repository:a:push,pull`` and
+    ``repository:a:pull,push`` are the same grant (registries echo actions in their own order)."""
+    out: set[tuple[str, ...]] = set()
+    for scope in scopes:
+        kind, sep, rest = scope.partition(":")
+        name, sep2, actions = rest.rpartition(":")
+        if sep and sep2:
+            out.add((kind, name, *sorted(a for a in actions.split(",") if a)))
+        else:
+            out.add((scope,))
+    return frozenset(out)
+
+
 class TokenError(OCITransportError):
     """A token could not be obtained or understood (bad realm, bad response, no token)."""
 
@@ -281,7 +295,12 @@ class BearerAuth(Layer):
         wanted = [s for c in challenges for s in c.parameters.get("scope", "").split() if s]
         with self._lock:
             merged = merge_scopes(wanted, self.scopes) if wanted else self.scopes
-            self.scopes = merged
+            if _scope_set(merged) == _scope_set(scopes):
+                # The same grants spelled differently (a challenge saying "pull,push" for our
+                # "push,pull"): a refresh of the rejected token, not an upgrade to a new cache key.
+                merged = scopes
+            else:
+                self.scopes = merged
         if not request.replayable:
             return response
         response.close()
@@ -295,7 +314,7 @@ class BearerAuth(Layer):
         cached = self._key_of
         if cached is not None and cached[0] is scopes:
             return cached[1]
-        key = (self.registry, self.realm, self.service, frozenset(scopes), self._cred)
+        key = (self.registry, self.realm, self.service, _scope_set(scopes), self._cred)
         self._key_of = (scopes, key)
         return key
 
