@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from ocitransport import mirror
 from ocitransport.client import Client
 from ocitransport.mirror.execute import Executor
 from ocitransport.mirror.session import Session
-from tests.servers import process, raw
+from tests.servers import raw
 from tests.servers.fixtures import require_nginx
 from tests.servers.nginx import NginxServer
 from tests.servers.proxy import FaultProxy, ProxyRecord
@@ -94,44 +92,6 @@ def _corrupt(registry: RegistryServer, digest: str, at: int) -> None:
         byte = f.read(1)
         f.seek(at)
         f.write(bytes([byte[0] ^ 0xFF]))
-
-
-class PlainProxy(FaultProxy):
-    """A FaultProxy that resets connections opening with a TLS handshake at once, as a plain-HTTP server
-    answers them, so the library's HTTPS-first ping falls back to HTTP without waiting out its probe
-    timeout (the shared proxy waits for an HTTP head that never comes).
-    TODO: drop this once tests/servers/proxy.py answers TLS probes itself."""
-
-    def _serve(self, client: socket.socket, number: int) -> None:
-        try:
-            first = client.recv(1, socket.MSG_PEEK)
-        except OSError:
-            first = b""
-        if first in (b"", b"\x16"):
-            try:
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                client.close()
-            finally:
-                self._untrack(client)
-                with self._lock:
-                    self._threads.discard(threading.current_thread())
-            return
-        super()._serve(client, number)
-
-
-@pytest.fixture
-def proxy_factory():
-    """Like tests/servers/fixtures.py's ``proxy_factory``, with :class:`PlainProxy`."""
-    started: list[FaultProxy] = []
-
-    def make(upstream, seed: int = 0) -> FaultProxy:
-        proxy = PlainProxy(process.LOOPBACK, int(upstream.port), seed=seed).start()
-        started.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in reversed(started):
-        proxy.stop()
 
 
 class BufferingNginx(NginxServer):

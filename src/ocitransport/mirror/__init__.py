@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..exceptions import OCITransportError
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
-from .execute import Executor, Progress
+from .execute import Progress, execute_plan
 from .manifests import ManifestError
 from .plan import ImageUnit, Plan, describe, plan_reference
 from .plan import plan_repository as _plan_repository
-from .report import ImageResult, Report, Status
+from .report import ImageResult, Report
 from .session import DigestMismatch, MirrorError, Session
 from .sync import PlanExecutor, SourceRegistry, SyncConfig, SyncConfigError, load_config, sync
 
@@ -99,35 +99,6 @@ async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[s
     return await plan_reference(session, src, dst, platforms=platforms, insecure=insecure, referrers=referrers)
 
 
-async def _execute(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
-                   keep_going: bool, dry_run: bool, progress: Progress | None, started: float,
-                   chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
-    report = Report(dry_run=dry_run)
-    for ref, message in plan.errors:
-        report.fail(ref, message)
-    if progress is not None:
-        progress.planned(plan.units)
-    if dry_run:
-        for unit in plan.units:
-            status: Status = "skipped" if unit.up_to_date else "planned"
-            result = ImageResult(unit.source, unit.destination, status, unit.target_digest, unit.media_type,
-                                 list(unit.platforms))
-            report.add(result)
-        report.retries = session.retries
-        report.duration = time.monotonic() - started
-        return report
-    if plan.errors and not keep_going:
-        report.images_not_attempted = len(plan.units)
-        report.duration = time.monotonic() - started
-        return report
-    executor = Executor(session, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable,
-                        keep_going=keep_going, progress=progress, chunk_threshold=chunk_threshold,
-                        chunk_size=chunk_size)
-    await executor.run(plan.units, report)
-    report.duration = time.monotonic() - started
-    return report
-
-
 def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
          platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
          include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
@@ -155,7 +126,7 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
         async def main() -> Report:
             session = Session(c, keychain, retries=retries)
             plan = await _plan_copy(session, src, dst, platforms or (), insecure, referrers)
-            return await _execute(session, plan, jobs=jobs, retries=retries,
+            return await execute_plan(session, plan, jobs=jobs, retries=retries,
                                   include_nondistributable=include_nondistributable, keep_going=keep_going,
                                   dry_run=dry_run, progress=progress, started=started,
                                   chunk_threshold=chunk_threshold, chunk_size=chunk_size)
@@ -211,7 +182,7 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                     part = Plan(errors=[(src_repo, describe(exc))])
                 plan.units.extend(part.units)
                 plan.errors.extend(part.errors)
-            return await _execute(session, plan, jobs=jobs, retries=retries,
+            return await execute_plan(session, plan, jobs=jobs, retries=retries,
                                   include_nondistributable=include_nondistributable, keep_going=keep_going,
                                   dry_run=dry_run, progress=progress, started=started,
                                   chunk_threshold=chunk_threshold, chunk_size=chunk_size)
@@ -246,7 +217,7 @@ def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychai
     started = time.monotonic()
     plan = Plan(units=list(units))
     with _Owned(client, jobs) as c:
-        return _run(lambda: _execute(Session(c, keychain, retries=retries), plan, jobs=jobs, retries=retries,
+        return _run(lambda: execute_plan(Session(c, keychain, retries=retries), plan, jobs=jobs, retries=retries,
                                      include_nondistributable=include_nondistributable, keep_going=keep_going,
                                      dry_run=False, progress=progress, started=started,
                                      chunk_threshold=chunk_threshold, chunk_size=chunk_size))

@@ -758,15 +758,11 @@ class DaskExecutor:
         if jobs < 1:
             raise ValueError("jobs must be greater than zero")
         started = time.monotonic()
-        report = Report()
-        for ref, message in plan.errors:
-            report.fail(ref, message)
+        report = Report.of_plan(plan.errors)
         if progress is not None:
             progress.planned(plan.units)
         if plan.errors and not keep_going:
-            report.images_not_attempted = len(plan.units)
-            report.duration = time.monotonic() - started
-            return report
+            return report.not_started(len(plan.units), started)
         graph = self.graph(plan, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable)
         before = self._counters()
         futures = self.submit(graph)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,6 +18,7 @@ from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .manifests import Descriptor, Manifest
 from .plan import (
     ImageUnit,
+    Plan,
     checked_stale,
     choose_platforms,
     describe,
@@ -69,11 +71,19 @@ async def put_manifest_checked(session: Session, dst: Repository, ref: str, mani
 
 
 class Progress(Protocol):
-    """What the executor tells a progress display (all methods are called on the event loop thread)."""
+    """What the executor tells a progress display (all methods are called on the event loop thread).
+
+    A display may also have ``image_started(unit)`` and ``image_bytes(unit, n)``: the executor calls
+    them when present (per-image rows)."""
 
     def planned(self, units: list[ImageUnit]) -> None: ...
     def image_done(self, result: ImageResult) -> None: ...
     def bytes_done(self, n: int) -> None: ...
+
+
+#: The unit a worker task is copying (visible to the blob streams it starts), for per-image progress.
+current_unit: contextvars.ContextVar[ImageUnit | None] = contextvars.ContextVar("ocitransport_unit",
+                                                                                 default=None)
 
 
 class Executor:
@@ -96,9 +106,19 @@ class Executor:
         self.include_nondistributable = include_nondistributable
         self.progress = progress
         self.retries = max(retries, 0)
+        self._image_started = getattr(progress, "image_started", None)
+        self._image_bytes = getattr(progress, "image_bytes", None)
         self.blobs = BlobCopy(session, transfers=jobs, retries=retries,
-                              on_bytes=progress.bytes_done if progress is not None else None,
+                              on_bytes=self._on_bytes if progress is not None else None,
                               chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+
+    def _on_bytes(self, n: int) -> None:
+        assert self.progress is not None
+        self.progress.bytes_done(n)
+        if self._image_bytes is not None:
+            unit = current_unit.get()
+            if unit is not None:
+                self._image_bytes(unit, n)
 
     async def run(self, units: Iterable[ImageUnit], report: Report | None = None) -> Report:
         """Run every unit; results are added to ``report`` (a new one unless given).
@@ -203,6 +223,15 @@ class Executor:
 
     async def run_unit(self, unit: ImageUnit) -> ImageResult:
         """Copy one unit; never raises (a failure is the result's ``error``)."""
+        if self._image_started is not None and not unit.up_to_date:
+            self._image_started(unit)
+        token = current_unit.set(unit)
+        try:
+            return await self._run_unit(unit)
+        finally:
+            current_unit.reset(token)
+
+    async def _run_unit(self, unit: ImageUnit) -> ImageResult:
         result = ImageResult(unit.source, unit.destination, "copied", unit.target_digest, unit.media_type,
                              list(unit.platforms))
         if unit.up_to_date:
@@ -316,5 +345,30 @@ class Executor:
             result.blobs_skipped += 1
 
 
-__all__ = ["MANIFEST_RECHECKS", "Executor", "MirrorError", "Progress", "put_manifest_checked",
-           "references_unknown", "transient"]
+async def execute_plan(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
+                       keep_going: bool, dry_run: bool, progress: Progress | None, started: float,
+                       chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
+    """Run a plan on this event loop with one :class:`Executor` (or only list it, with ``dry_run``).
+
+    Planning failures are in the report first; with ``keep_going=False`` they stop the run before any
+    unit starts (the units are counted as not attempted)."""
+    report = Report.of_plan(plan.errors, dry_run=dry_run)
+    if progress is not None:
+        progress.planned(plan.units)
+    if dry_run:
+        report.list_planned(plan.units)
+        report.retries = session.retries
+        report.duration = time.monotonic() - started
+        return report
+    if plan.errors and not keep_going:
+        return report.not_started(len(plan.units), started)
+    executor = Executor(session, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable,
+                        keep_going=keep_going, progress=progress, chunk_threshold=chunk_threshold,
+                        chunk_size=chunk_size)
+    await executor.run(plan.units, report)
+    report.duration = time.monotonic() - started
+    return report
+
+
+__all__ = ["MANIFEST_RECHECKS", "Executor", "MirrorError", "Progress", "current_unit", "execute_plan",
+           "put_manifest_checked", "references_unknown", "transient"]

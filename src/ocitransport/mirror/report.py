@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -65,6 +67,26 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.errors and self.images_failed == 0 and self.images_not_attempted == 0
+
+    @classmethod
+    def of_plan(cls, errors: Iterable[tuple[str, str]], *, dry_run: bool = False) -> Report:
+        """A report that starts with a plan's planning failures ``(reference, message)``."""
+        report = cls(dry_run=dry_run)
+        for ref, message in errors:
+            report.fail(ref, message)
+        return report
+
+    def list_planned(self, units: Iterable[Any]) -> None:
+        """A dry run's results: every planned unit as ``planned``, or ``skipped`` when up to date."""
+        for unit in units:
+            self.add(ImageResult(unit.source, unit.destination, "skipped" if unit.up_to_date else "planned",
+                                 unit.target_digest, unit.media_type, list(unit.platforms)))
+
+    def not_started(self, units: int, started: float) -> Report:
+        """Nothing ran: planning failed and the run was not to keep going; ``units`` are not attempted."""
+        self.images_not_attempted = units
+        self.duration = time.monotonic() - started
+        return self
 
     def add(self, result: ImageResult) -> None:
         """Count one image's result in the totals."""

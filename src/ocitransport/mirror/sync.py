@@ -51,7 +51,6 @@ the file raise :class:`SyncConfigError` with ``FILE:LINE:`` context and one clea
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import difflib
 import inspect
 import logging
@@ -69,10 +68,10 @@ from ..exceptions import OCITransportError
 from ..name import Registry, Repository
 from ..roundtrip import RoundTripper
 from . import plan as _plan
-from .execute import Executor, Progress
+from .execute import Progress, execute_plan
 from .manifests import parse_platform
-from .plan import ImageUnit, Plan, describe, plan_image, plan_repository
-from .report import ImageResult, Report
+from .plan import Plan, describe, plan_image, plan_repository
+from .report import Report
 from .semver import Constraint, SemverError, parse_constraint
 from .session import MirrorError, Session
 
@@ -648,41 +647,6 @@ class PlanExecutor(Protocol):
                 progress: Progress | None) -> Report: ...
 
 
-#: The unit a worker task is copying (visible to the blob streams it starts), for per-image progress.
-current_unit: contextvars.ContextVar[ImageUnit | None] = contextvars.ContextVar("ocitransport_unit",
-                                                                                 default=None)
-
-
-class _TrackingExecutor(Executor):
-    """The local executor, also telling a progress display which image starts and whose bytes arrive
-    (``image_started(unit)`` / ``image_bytes(unit, n)`` when the display has them)."""
-
-    def __init__(self, session: Session, **kwargs: Any) -> None:
-        super().__init__(session, **kwargs)
-        progress = self.progress
-        self._started = getattr(progress, "image_started", None)
-        self._image_bytes = getattr(progress, "image_bytes", None)
-        if progress is not None:
-            self.blobs.on_bytes = self._on_bytes
-
-    def _on_bytes(self, n: int) -> None:
-        assert self.progress is not None
-        self.progress.bytes_done(n)
-        if self._image_bytes is not None:
-            unit = current_unit.get()
-            if unit is not None:
-                self._image_bytes(unit, n)
-
-    async def run_unit(self, unit: ImageUnit) -> ImageResult:
-        if self._started is not None and not unit.up_to_date:
-            self._started(unit)
-        token = current_unit.set(unit)
-        try:
-            return await super().run_unit(unit)
-        finally:
-            current_unit.reset(token)
-
-
 # ------------------------------------------------------------------------------------------- planning
 
 def _accepts(function: Any, keyword: str) -> bool:
@@ -769,18 +733,6 @@ def _coerce(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any]) -> 
     return load_config(config)
 
 
-def _dry_report(plan: Plan, session: Session, started: float) -> Report:
-    report = Report(dry_run=True)
-    for ref, message in plan.errors:
-        report.fail(ref, message)
-    for unit in plan.units:
-        report.add(ImageResult(unit.source, unit.destination, "skipped" if unit.up_to_date else "planned",
-                               unit.target_digest, unit.media_type, list(unit.platforms)))
-    report.retries = session.retries
-    report.duration = time.monotonic() - started
-    return report
-
-
 def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, destination: str | None = None,
          client: Client | None = None, keychain: Keychain | None = None, executor: PlanExecutor | None = None,
          dry_run: bool = False, progress: Progress | None = None, jobs: int | None = None,
@@ -822,16 +774,11 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
                                    exclude=exclude, insecure=insecure)
             log.info("planned %d images, %d planning errors", len(plan.units), len(plan.errors))
-            if dry_run:
-                if progress is not None:
-                    progress.planned(plan.units)
-                return plan, _dry_report(plan, session, started)
-            if executor is not None:
+            if executor is not None and not dry_run:
                 return plan, None
-            return plan, await _execute_locally(session, plan, jobs=jobs, retries=retries,
-                                                keep_going=keep_going,
-                                                include_nondistributable=include_nondistributable,
-                                                progress=progress, started=started)
+            return plan, await execute_plan(session, plan, jobs=jobs, retries=retries, keep_going=keep_going,
+                                            include_nondistributable=include_nondistributable, dry_run=dry_run,
+                                            progress=progress, started=started)
 
         plan, report = _run(main)
     if report is not None:
@@ -839,34 +786,10 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     assert executor is not None
     if plan.errors and not keep_going:
         # As the local path: nothing starts when planning already failed and we are told to stop.
-        report = Report()
-        for ref, message in plan.errors:
-            report.fail(ref, message)
-        report.images_not_attempted = len(plan.units)
-        report.duration = time.monotonic() - started
-        return report
+        return Report.of_plan(plan.errors).not_started(len(plan.units), started)
     report = executor.execute(plan, jobs=jobs, retries=retries, keep_going=keep_going,
                               include_nondistributable=include_nondistributable, progress=progress)
     for ref, message in plan.errors:
         if (ref, message) not in report.errors:
             report.fail(ref, message)
     return report
-
-
-async def _execute_locally(session: Session, plan: Plan, *, jobs: int, retries: int, keep_going: bool,
-                           include_nondistributable: bool, progress: Progress | None, started: float) -> Report:
-    report = Report()
-    for ref, message in plan.errors:
-        report.fail(ref, message)
-    if progress is not None:
-        progress.planned(plan.units)
-    if plan.errors and not keep_going:
-        report.images_not_attempted = len(plan.units)
-        report.duration = time.monotonic() - started
-        return report
-    runner = _TrackingExecutor(session, jobs=jobs, retries=retries, keep_going=keep_going,
-                               include_nondistributable=include_nondistributable, progress=progress)
-    await runner.run(plan.units, report)
-    report.duration = time.monotonic() - started
-    return report
-
