@@ -452,3 +452,28 @@ def test_shared_limits_pause_a_registry_for_every_worker(fault_server: FaultServ
     assert elsewhere < 0.5  # another registry is not held back
     assert waited >= 0.5  # the paused one waited for the pause it learned from the board
     assert [r.path for r in fault_server.requests] == ["/status/429", "/status/200", "/status/200"]
+
+
+_MANIFEST_GET = re.compile(r'"GET /v2/(\S+?)/manifests/(sha256:[0-9a-f]{64}) HTTP/[\d.]+" 200 ')
+
+
+def test_workers_do_not_pull_manifests_the_submit_side_read(
+        client: Any, registry: RegistryServer, registry_factory: Callable[..., RegistryServer]) -> None:
+    """Each source manifest is pulled once for the whole run (Docker Hub counts manifest GETs against
+    the pull quota): the graph ships what the submitting side read to the tasks that need it."""
+    src = registry_factory(extra_config=ACCESS_LOG)
+    dst = registry_factory()
+    base = os.urandom(1024)
+    amd = raw.push_image(src, "ship/app", "v1-amd64", layers=[base, os.urandom(512)])
+    arm = raw.push_image(src, "ship/app", "v1-arm64", layers=[base, os.urandom(512)])
+    raw.push_index(src, "ship/app", "v1", [amd, arm])
+    plan = plan_repository(f"{src.host}/ship/app", f"{dst.host}/ship/app", referrers=False)
+    assert not plan.errors and len(plan.units) == 3
+    with DaskExecutor(client) as executor:
+        report = executor.execute(plan, jobs=2, retries=1, keep_going=True, include_nondistributable=False,
+                                  progress=None)
+    assert report.ok, report.errors
+    gets = Counter(m.group(2) for m in _MANIFEST_GET.finditer(src.log()))
+    assert gets and set(gets.values()) == {1}, gets
+    for tag in ("v1-amd64", "v1-arm64", "v1"):
+        assert raw.get_manifest(dst, "ship/app", tag).status == 200

@@ -58,7 +58,7 @@ from ..name import Repository, parse_reference
 from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
 from .blobs import BlobCopy
 from .execute import Executor, Progress, put_manifest_checked
-from .manifests import Descriptor, Manifest
+from .manifests import Descriptor, Manifest, parse_manifest
 from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of, read_manifest
 from .report import ImageResult, Report
 from .session import Session
@@ -249,6 +249,28 @@ class BlobTask:
     options: WorkerOptions
 
 
+#: ``(media_type, raw bytes)`` of manifests the submitting side read while building the graph: a task
+#: answers its own manifest reads from them instead of pulling again (Docker Hub counts every manifest
+#: GET against the pull quota). A few KiB per image in the scheduler's memory.
+ShippedManifests = tuple[tuple[str, bytes], ...]
+
+
+@contextlib.contextmanager
+def _shipped(session: Session, manifests: ShippedManifests) -> Iterator[None]:
+    """Make ``manifests`` known to ``session`` for one task (re-parsed: digests checked again)."""
+    added = []
+    for media_type, raw in manifests:
+        manifest = parse_manifest(raw, media_type, where="shipped manifest")
+        if manifest.digest not in session.known_manifests:
+            session.known_manifests[manifest.digest] = manifest
+            added.append(manifest.digest)
+    try:
+        yield
+    finally:
+        for digest in added:
+            session.known_manifests.pop(digest, None)
+
+
 @dataclass(frozen=True)
 class ManifestTask:
     """Push one index child (``digest``) into ``destination`` after every blob it references."""
@@ -260,6 +282,7 @@ class ManifestTask:
     include_nondistributable: bool
     leases: tuple[tuple[str, int], ...]
     options: WorkerOptions
+    manifests: ShippedManifests = ()
 
 
 @dataclass(frozen=True)
@@ -270,6 +293,7 @@ class ImageTask:
     include_nondistributable: bool
     leases: tuple[tuple[str, int], ...]
     options: WorkerOptions
+    manifests: ShippedManifests = ()
 
 
 @dataclass
@@ -494,7 +518,7 @@ def run_manifest_task(spec: ManifestTask, placed: list[dict[str, Any]]) -> dict[
     counts = {"blobs_transferred": 0, "blobs_mounted": 0, "blobs_skipped": 0, "bytes_transferred": 0}
     out: dict[str, Any] = {"error": "", **counts}
     try:
-        with mirror.leases(spec.leases):
+        with mirror.leases(spec.leases), _shipped(mirror.session, spec.manifests):
             mirror.run(_place_manifest(mirror, src, dst, spec.digest, spec.include_nondistributable, counts))
     except Exception as exc:  # noqa: BLE001 - the index's image task copies the child itself
         out["error"] = _failed(exc)
@@ -512,7 +536,7 @@ def run_image_task(spec: ImageTask, placed: list[dict[str, Any]],
     executor = Executor(mirror.session, jobs=mirror.transfers, retries=mirror.retries,
                         include_nondistributable=spec.include_nondistributable)
     executor.blobs = mirror.blobs  # one BlobCopy per worker: dedup and mounts across its tasks
-    with mirror.leases(spec.leases):
+    with mirror.leases(spec.leases), _shipped(mirror.session, spec.manifests):
         result = mirror.run(executor.run_unit(spec.unit))
     return asdict(result)
 
@@ -544,6 +568,8 @@ class _Expanded:
     blobs: list[Descriptor] = field(default_factory=list)
     children: list[tuple[str, list[Descriptor]]] = field(default_factory=list)  # image children only
     error: str = ""
+    #: digest -> (media type, raw bytes) of every manifest read for this unit
+    manifests: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
 async def _expand(session: Session, units: list[ImageUnit], jobs: int) -> list[_Expanded]:
@@ -569,12 +595,14 @@ async def _expand(session: Session, units: list[ImageUnit], jobs: int) -> list[_
             ref = parse_reference(unit.source, insecure=unit.insecure)
             src = ref.repository
             top = await get(src, unit.source_digest or identifier_of(ref))
+            out.manifests[top.digest] = (top.media_type, top.raw)
             if not top.is_index:
                 out.blobs = top.blobs()
                 return out
             children = choose_platforms(top, unit.platforms)[0] if unit.platforms else top.children()
             manifests = await asyncio.gather(*(get(src, d.digest) for d in children))
             out.children = [(m.digest, m.blobs()) for m in manifests if not m.is_index]
+            out.manifests.update((m.digest, (m.media_type, m.raw)) for m in manifests)
         except Exception as exc:  # noqa: BLE001 - the image task will meet (and report) it itself
             out.error = describe(exc)
         return out
@@ -702,11 +730,12 @@ class DaskExecutor:
                 mkey = manifest_key(dst.name, digest)
                 if mkey not in graph.manifests:
                     spec = ManifestTask(src.name, dst.name, digest, unit.insecure, include_nondistributable,
-                                        leases, options)
+                                        leases, options, (found.manifests[digest],))
                     graph.manifests[mkey] = (spec, blob_deps(blobs))
                     graph.owners[mkey] = key
                 children.append(mkey)
-            graph.images[key] = (ImageTask(unit, include_nondistributable, leases, options),
+            graph.images[key] = (ImageTask(unit, include_nondistributable, leases, options,
+                                           tuple(found.manifests.values())),
                                  blob_deps(found.blobs), children)
         return graph
 

@@ -112,6 +112,8 @@ class Session:
                                                        backoff=backoff)
         self.max_retries = max(retries, 0)
         self.retries = 0
+        #: Manifests already read elsewhere, by digest (see :meth:`get_manifest`).
+        self.known_manifests: dict[str, Manifest] = {}
         self._auth: dict[str, Authenticator] = {}
         self._transports: dict[tuple[str, tuple[str, ...]], asyncio.Future[RoundTripper]] = {}
 
@@ -191,7 +193,14 @@ class Session:
 
     async def get_manifest(self, rt: RoundTripper, repo: Repository, ref: str) -> Manifest:
         """Fetch and parse a manifest (at most ``MAX_MANIFEST_READ`` bytes read, else ``BodyTooLarge``),
-        verifying its digest when ``ref`` is one and the registry's ``Docker-Content-Digest`` otherwise."""
+        verifying its digest when ``ref`` is one and the registry's ``Docker-Content-Digest`` otherwise.
+
+        A digest found in :attr:`known_manifests` is answered from there without a request (manifests
+        are content-addressed; the dask executor ships the ones it read while planning, so a worker does
+        not pull them a second time, which Docker Hub would count against the pull quota)."""
+        known = self.known_manifests.get(ref) if ref.startswith("sha256:") else None
+        if known is not None:
+            return known
         url = self.url(repo, "manifests", ref)
         response = await self.send(rt, "GET", url, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         if response.status != 200:
