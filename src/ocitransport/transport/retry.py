@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 from ..exceptions import ConnectError, ProtocolError, ReadError, TimeoutError, TLSError, WriteError
 from ..messages import Request, Response
-from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep
+from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep, drive_async, drive_sync
 from .errors import MAX_ERROR_BODY, Error, make_error
 
 #: Statuses the remote defaults retry (upstream's remote package; 499 and 522 are CDN codes).
@@ -103,30 +103,49 @@ class Retry(Layer):
         self.status_codes = DEFAULT_RETRY_STATUS_CODES if status_codes is None else frozenset(status_codes)
         self.max_retry_after = max_retry_after
 
+    # Both faces send the first attempt straight to the inner round-tripper (no generator: a success
+    # costs nothing here); only a failure or a retryable status enters ``_again``, the one place the
+    # retry logic lives, which ``handle`` (the generator face other layers compose with) shares.
+    def round_trip(self, request: Request) -> Response:
+        try:
+            response = self.inner.round_trip(request)
+        except Exception as exc:  # noqa: BLE001 - decided by the predicate in _again
+            return drive_sync(self._again(request, None, exc), self.inner)
+        if response.status not in self.status_codes:
+            return response
+        return drive_sync(self._again(request, response, None), self.inner)
+
+    async def round_trip_async(self, request: Request) -> Response:
+        try:
+            response = await self.inner.round_trip_async(request)
+        except Exception as exc:  # noqa: BLE001 - decided by the predicate in _again
+            return await drive_async(self._again(request, None, exc), self.inner)
+        if response.status not in self.status_codes:
+            return response
+        return await drive_async(self._again(request, response, None), self.inner)
+
     def handle(self, request: Request) -> Exchange:
-        delays: list[float] | None = None  # drawn on the first failure: successes cost nothing
+        try:
+            response: Response = yield request
+        except Exception as exc:  # noqa: BLE001 - decided by the predicate in _again
+            return (yield from self._again(request, None, exc))
+        if response.status not in self.status_codes:
+            return response
+        return (yield from self._again(request, response, None))
+
+    def _again(self, request: Request, response: Response | None, error: BaseException | None) -> Exchange:
+        """Retries after a first attempt that gave ``response`` or raised ``error``."""
+        delays = self.backoff.delays()  # drawn on the first failure: successes never get here
         attempt = 0
         waited = 0.0
         while True:
-            if attempt:
-                request.rewind()
-            try:
-                response: Response = yield request
-            except Exception as exc:
-                if delays is None:
-                    delays = self.backoff.delays()
-                if attempt >= len(delays) or not request.replayable or not self.predicate(exc):
-                    raise
+            if error is not None:
+                if attempt >= len(delays) or not request.replayable or not self.predicate(error):
+                    raise error
                 delay = delays[attempt]
             else:
-                if response.status not in self.status_codes:
-                    if attempt:
-                        response.extensions["retries"] = attempt
-                        response.extensions["retry_wait"] = waited
-                    return response
-                if delays is None:
-                    delays = self.backoff.delays()
-                if attempt >= len(delays) or not request.replayable:
+                assert response is not None
+                if response.status not in self.status_codes or attempt >= len(delays) or not request.replayable:
                     if attempt:
                         response.extensions["retries"] = attempt
                         response.extensions["retry_wait"] = waited
@@ -146,6 +165,12 @@ class Retry(Layer):
             attempt += 1
             waited += delay
             yield Sleep(delay)
+            request.rewind()
+            response, error = None, None
+            try:
+                response = yield request
+            except Exception as exc:  # noqa: BLE001 - decided by the predicate above
+                error = exc
 
 
 def new_retry(
