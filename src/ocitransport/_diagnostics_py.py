@@ -159,7 +159,7 @@ _scan = _json.JSONDecoder(
     parse_int=_parse_int,
     parse_float=_parse_float,
     parse_constant=_reject_constant,
-).scan_once
+).scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__ (the C scanner); typeshed omits it
 
 
 def _fold(key: str) -> str:

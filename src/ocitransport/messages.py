@@ -6,6 +6,7 @@ import io
 import json as _json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class Request:
             self.body.seek(self._body_start)  # type: ignore[union-attr]
 
     def copy(self, *, url: str | None = None, method: str | None = None,
-             headers: HeaderSource = None, body: Body = ...) -> Request:  # type: ignore[assignment]
+             headers: HeaderSource = None, body: Body | EllipsisType = ...) -> Request:
         """A new request sharing the body (and its replay position) unless replaced."""
         new = Request.__new__(Request)
         new.method = self.method if method is None else method
@@ -227,7 +228,7 @@ class Request:
             new.body = self.body
             new._body_start = self._body_start
         else:
-            new.body = body
+            new.body = bytes(body) if isinstance(body, (bytearray, memoryview)) else body
             new._body_start = None
         return new
 

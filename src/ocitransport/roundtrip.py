@@ -24,13 +24,17 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import Any, TypeVar
 
 from .exceptions import BodyTooLarge
 from .messages import Request, Response
 
+T = TypeVar("T")
+
+#: A generator of steps (``Send``, ``Read``, ``Sleep``, ...) whose result is a ``T``: ``Steps[Token]``.
+Steps = Generator[Any, Any, T]
 #: What ``Layer.handle`` generators look like.
-Exchange = Generator[Any, Any, Response]
+Exchange = Steps[Response]
 
 
 class RoundTripper:
@@ -136,7 +140,7 @@ async def _read_async(step: Read) -> bytes:
     return data
 
 
-def drive_sync(exchange: Exchange, inner: RoundTripper) -> Response:
+def drive_sync(exchange: Steps[T], inner: RoundTripper) -> T:
     """Run a layer's generator on the calling thread, blocking on each step."""
     send = exchange.send
     value: Any = None
@@ -166,7 +170,7 @@ def drive_sync(exchange: Exchange, inner: RoundTripper) -> Response:
             error, value = exc, None
 
 
-async def drive_async(exchange: Exchange, inner: RoundTripper) -> Response:
+async def drive_async(exchange: Steps[T], inner: RoundTripper) -> T:
     """Run a layer's generator on the running event loop, awaiting each step."""
     send = exchange.send
     value: Any = None

@@ -27,7 +27,7 @@ from .._values import Challenge
 from ..exceptions import OCITransportError, RedirectError, RequestCancelled
 from ..messages import Request, Response
 from ..redirects import Redirects
-from ..roundtrip import Exchange, Layer, Read, RoundTripper, Send, Wait, drive_async, drive_sync
+from ..roundtrip import Exchange, Layer, Read, RoundTripper, Send, Steps, Wait, drive_async, drive_sync
 from .basic import BasicAuth, HostMatch
 from .errors import make_error
 from .simple import set_header
@@ -274,6 +274,7 @@ class BearerAuth(Layer):
         return await drive_async(self._unauthorized(request, scopes, entry.token, response), self.inner)
 
     def handle(self, request: Request) -> Exchange:
+        response: Response
         if not self.matches(request.url):
             response = yield request
             if response.status == 401:
@@ -306,7 +307,8 @@ class BearerAuth(Layer):
         response.close()
         token = yield from self._token(merged, stale=token if merged == scopes else None)
         request.rewind()
-        return (yield set_header(request, "Authorization", f"Bearer {token}", "authorization"))
+        again: Response = yield set_header(request, "Authorization", f"Bearer {token}", "authorization")
+        return again
 
     # -- tokens ---------------------------------------------------------------------------------
     def _key(self, scopes: list[str]) -> tuple[Any, ...]:
@@ -318,7 +320,7 @@ class BearerAuth(Layer):
         self._key_of = (scopes, key)
         return key
 
-    def _token(self, scopes: list[str], stale: str | None = None) -> Exchange:
+    def _token(self, scopes: list[str], stale: str | None = None) -> Steps[str]:
         """A usable token for ``scopes``: cached, being fetched by another request, or fetched here."""
         cache = self.cache
         key = self._key(scopes)
@@ -357,7 +359,7 @@ class BearerAuth(Layer):
             return tok.value
         raise TokenError(f"the token server for {self.registry} keeps returning a token the registry rejects")
 
-    def fetch(self, scopes: list[str]) -> Exchange:
+    def fetch(self, scopes: list[str]) -> Steps[Token]:
         """Fetch a new token from the realm (a network exchange, no cache)."""
         cfg = self.auth.authorization()
         if cfg.registry_token:
@@ -381,14 +383,14 @@ class BearerAuth(Layer):
             self.auth = IdentityToken(tok.refresh_token)
         return tok
 
-    def _get(self, scopes: list[str]) -> Exchange:
+    def _get(self, scopes: list[str]) -> Steps[Token]:
         base, _, query = self.realm.partition("?")
         url = f"{base}?{token_query(self.service, scopes, query)}"
         # Streamed, so that Read stops at MAX_TOKEN_BODY instead of buffering an endless body first.
         response = yield Send(Request("GET", url, stream=True), self._token_get)
         return (yield from self._token_response(response))
 
-    def _post(self, cfg: AuthConfig, scopes: list[str]) -> Exchange:
+    def _post(self, cfg: AuthConfig, scopes: list[str]) -> Steps[Token]:
         form: dict[str, str] = {}
         if cfg.identity_token:
             form.update(grant_type="refresh_token", refresh_token=cfg.identity_token)
@@ -404,7 +406,7 @@ class BearerAuth(Layer):
         response = yield Send(request, self._token_post)
         return (yield from self._token_response(response))
 
-    def _token_response(self, response: Response) -> Exchange:
+    def _token_response(self, response: Response) -> Steps[Token]:
         body = yield Read(response, MAX_TOKEN_BODY, "token response")
         if response.status != 200:
             raise make_error(response, body)
@@ -438,10 +440,12 @@ class BearerAuth(Layer):
                 continue
             response.close()
             request.rewind()
-            return (yield request.with_header("Authorization", f"Bearer {tok.value}"))
+            with_token: Response = yield request.with_header("Authorization", f"Bearer {tok.value}")
+            return with_token
         response.close()
         request.rewind()
-        return (yield request)
+        plain: Response = yield request
+        return plain
 
 
 __all__ = ["BearerAuth", "Token", "TokenCache", "TokenError", "parse_token", "token_cache_for",

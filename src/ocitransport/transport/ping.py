@@ -9,7 +9,7 @@ from .._values import Challenge
 from ..exceptions import OCITransportError, TransportError
 from ..messages import Request, Response, Timeout
 from ..redirects import Redirects
-from ..roundtrip import Exchange, Read, RoundTripper, Send, drive_async, drive_sync
+from ..roundtrip import Read, RoundTripper, Send, Steps, drive_async, drive_sync
 from .errors import MAX_ERROR_BODY, make_error
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def as_registry(registry: Registry | str) -> Registry:
     return registry if isinstance(registry, Registry) else Registry(registry)
 
 
-def ping_steps(registry: Registry, inner: RoundTripper) -> Exchange:
+def ping_steps(registry: Registry, inner: RoundTripper) -> Steps[Challenge]:
     """The ping, as round-trip steps (see ``roundtrip``), for both faces."""
     schemes = ["https", "http"] if registry.allows_http_fallback else ["https"]
     via = Redirects(inner)
@@ -82,9 +82,9 @@ def ping(registry: Registry | str, inner: RoundTripper) -> Challenge:
     """``GET /v2/`` on ``registry`` through ``inner``: a Challenge with an empty scheme when no auth is
     needed, else the registry's preferred (basic or bearer) challenge. HTTPS first; plain HTTP only for
     registries the name rules allow it for (``Challenge.insecure`` then says which one answered)."""
-    return drive_sync(ping_steps(as_registry(registry), inner), inner)  # type: ignore[return-value]
+    return drive_sync(ping_steps(as_registry(registry), inner), inner)
 
 
 async def ping_async(registry: Registry | str, inner: RoundTripper) -> Challenge:
     """``ping`` on the running event loop."""
-    return await drive_async(ping_steps(as_registry(registry), inner), inner)  # type: ignore[return-value]
+    return await drive_async(ping_steps(as_registry(registry), inner), inner)

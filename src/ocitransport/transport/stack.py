@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .._urls import split_authority
 from .._values import Challenge
-from ..roundtrip import Exchange, RoundTripper, drive_async, drive_sync
+from ..roundtrip import RoundTripper, Steps, drive_async, drive_sync
 from .basic import BasicAuth
 from .bearer import BearerAuth, Token, TokenError
 from .ping import as_registry, ping_steps
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def _stack_steps(registry: Registry, auth: Authenticator, inner: RoundTripper, scopes: Sequence[str],
-                 password_grant: bool) -> Exchange:
+                 password_grant: bool) -> Steps[Wrapper]:
     challenge: Challenge = yield from ping_steps(registry, inner)
     rt = new_user_agent(inner)
     scheme = "http" if challenge.insecure else "https"
@@ -45,7 +45,7 @@ def new(registry: Registry | str, auth: Authenticator, inner: RoundTripper, scop
     if isinstance(inner, Wrapper):
         return inner
     reg = as_registry(registry)
-    return drive_sync(_stack_steps(reg, auth, inner, scopes, password_grant), inner)  # type: ignore[return-value]
+    return drive_sync(_stack_steps(reg, auth, inner, scopes, password_grant), inner)
 
 
 async def new_async(registry: Registry | str, auth: Authenticator, inner: RoundTripper,
@@ -54,7 +54,7 @@ async def new_async(registry: Registry | str, auth: Authenticator, inner: RoundT
     if isinstance(inner, Wrapper):
         return inner
     reg = as_registry(registry)
-    return await drive_async(  # type: ignore[return-value]
+    return await drive_async(
         _stack_steps(reg, auth, inner, scopes, password_grant), inner)
 
 
@@ -69,14 +69,14 @@ def exchange(registry: Registry | str, auth: Authenticator, inner: RoundTripper,
              challenge: Challenge) -> Token:
     """Exchange credentials for a token at the challenge's realm (always a network exchange)."""
     bearer = _bearer_for(registry, auth, inner, challenge)
-    return drive_sync(bearer.fetch(list(scopes)), inner)  # type: ignore[return-value]
+    return drive_sync(bearer.fetch(list(scopes)), inner)
 
 
 async def exchange_async(registry: Registry | str, auth: Authenticator, inner: RoundTripper,
                          scopes: Sequence[str], challenge: Challenge) -> Token:
     """``exchange`` on the running event loop."""
     bearer = _bearer_for(registry, auth, inner, challenge)
-    return await drive_async(bearer.fetch(list(scopes)), inner)  # type: ignore[return-value]
+    return await drive_async(bearer.fetch(list(scopes)), inner)
 
 
 def from_token(registry: Registry | str, auth: Authenticator, inner: RoundTripper, challenge: Challenge,
