@@ -255,20 +255,23 @@ class BlobTask:
 ShippedManifests = tuple[tuple[str, bytes], ...]
 
 
-@contextlib.contextmanager
-def _shipped(session: Session, manifests: ShippedManifests) -> Iterator[None]:
-    """Make ``manifests`` known to ``session`` for one task (re-parsed: digests checked again)."""
-    added = []
-    for media_type, raw in manifests:
-        manifest = parse_manifest(raw, media_type, where="shipped manifest")
-        if manifest.digest not in session.known_manifests:
-            session.known_manifests[manifest.digest] = manifest
-            added.append(manifest.digest)
-    try:
-        yield
-    finally:
-        for digest in added:
-            session.known_manifests.pop(digest, None)
+#: Shipped manifests a worker keeps (most recent last). Tasks running at once on a worker share them, so
+#: they are not dropped when one task ends (another may still need the same digest); only the oldest go
+#: once there are more than this: a few MiB, far more than the tasks in flight on one worker need.
+MAX_SHIPPED = 1024
+_ship_lock = threading.Lock()
+
+
+def _ship(session: Session, manifests: ShippedManifests) -> None:
+    """Make ``manifests`` known to ``session`` (re-parsed: digests checked again)."""
+    parsed = [parse_manifest(raw, media_type, where="shipped manifest") for media_type, raw in manifests]
+    with _ship_lock:
+        known = session.known_manifests
+        for manifest in parsed:
+            known.pop(manifest.digest, None)
+            known[manifest.digest] = manifest
+        while len(known) > MAX_SHIPPED:
+            del known[next(iter(known))]
 
 
 @dataclass(frozen=True)
@@ -518,7 +521,8 @@ def run_manifest_task(spec: ManifestTask, placed: list[dict[str, Any]]) -> dict[
     counts = {"blobs_transferred": 0, "blobs_mounted": 0, "blobs_skipped": 0, "bytes_transferred": 0}
     out: dict[str, Any] = {"error": "", **counts}
     try:
-        with mirror.leases(spec.leases), _shipped(mirror.session, spec.manifests):
+        _ship(mirror.session, spec.manifests)
+        with mirror.leases(spec.leases):
             mirror.run(_place_manifest(mirror, src, dst, spec.digest, spec.include_nondistributable, counts))
     except Exception as exc:  # noqa: BLE001 - the index's image task copies the child itself
         out["error"] = _failed(exc)
@@ -536,7 +540,8 @@ def run_image_task(spec: ImageTask, placed: list[dict[str, Any]],
     executor = Executor(mirror.session, jobs=mirror.transfers, retries=mirror.retries,
                         include_nondistributable=spec.include_nondistributable)
     executor.blobs = mirror.blobs  # one BlobCopy per worker: dedup and mounts across its tasks
-    with mirror.leases(spec.leases), _shipped(mirror.session, spec.manifests):
+    _ship(mirror.session, spec.manifests)
+    with mirror.leases(spec.leases):
         result = mirror.run(executor.run_unit(spec.unit))
     return asdict(result)
 
