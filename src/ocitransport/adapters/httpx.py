@@ -100,6 +100,12 @@ def _fixed_body(request: httpx.Request) -> bytes | None:
 ARRIVED_BODY_MAX = 64 << 10
 
 
+def _ours(request: httpx.Request, body: Any) -> Request:
+    """Our request for httpx's (both faces): streamed, so httpx reads and decodes the body itself."""
+    return Request(request.method, str(request.url), _headers(request), body,
+                   timeout=map_timeout(request.extensions), stream=True)
+
+
 def _arrived(resp: Response) -> bytes | None:
     """The whole body if it is already here (nothing left to wait for, no error), else ``None``."""
     stream = resp._stream
@@ -217,8 +223,7 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
         except httpx.RequestNotRead:
             body = iter(request.stream)  # type: ignore[arg-type]
         try:
-            ours = Request(request.method, str(request.url), _headers(request), body,
-                           timeout=map_timeout(request.extensions), stream=True)
+            ours = _ours(request, body)
             rt: RoundTripper = self.client
             if self.router is not None:
                 rt = self.router.route(self.client, ours)
@@ -259,8 +264,7 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:
             body = _aiter(request.stream)  # type: ignore[arg-type]
         try:
-            ours = Request(request.method, str(request.url), _headers(request), body,
-                           timeout=map_timeout(request.extensions), stream=True)
+            ours = _ours(request, body)
             rt: RoundTripper = self.client
             if self.router is not None:
                 rt = await self.router.route_async(self.client, ours)

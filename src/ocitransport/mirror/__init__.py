@@ -127,9 +127,9 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
             session = Session(c, keychain, retries=retries)
             plan = await _plan_copy(session, src, dst, platforms or (), insecure, referrers)
             return await execute_plan(session, plan, jobs=jobs, retries=retries,
-                                  include_nondistributable=include_nondistributable, keep_going=keep_going,
-                                  dry_run=dry_run, progress=progress, started=started,
-                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+                                      include_nondistributable=include_nondistributable,
+                                      keep_going=keep_going, dry_run=dry_run, progress=progress,
+                                      started=started, chunk_threshold=chunk_threshold, chunk_size=chunk_size)
         return _run(main)
 
 
@@ -183,9 +183,9 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                 plan.units.extend(part.units)
                 plan.errors.extend(part.errors)
             return await execute_plan(session, plan, jobs=jobs, retries=retries,
-                                  include_nondistributable=include_nondistributable, keep_going=keep_going,
-                                  dry_run=dry_run, progress=progress, started=started,
-                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+                                      include_nondistributable=include_nondistributable,
+                                      keep_going=keep_going, dry_run=dry_run, progress=progress,
+                                      started=started, chunk_threshold=chunk_threshold, chunk_size=chunk_size)
         return _run(main)
 
 

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .._urls import authority
 from ..authn import Authenticator, Basic, DefaultKeychain, Keychain, Target
 from ..exceptions import OCITransportError
 from ..name import Registry, Repository
@@ -553,8 +554,6 @@ class _RegistryRouter(RoundTripper):
         self.by_host = dict(by_host)
 
     def _pick(self, url: str) -> Client:
-        from .._urls import authority
-
         return self.by_host.get(authority(url).lower(), self.default)
 
     def round_trip(self, request: Request) -> Response:
