@@ -154,3 +154,37 @@ def test_two_second_tokens_through_a_twenty_second_mirror(
         # The run outlived many of them (tokens are fetched when a request needs one: lazily).
         assert len(times) >= 5, (sorted(scopes), times)
     check_destination(bearer_registry, dst_repo, source)
+
+
+def test_tokens_that_die_before_their_expires_in(
+        bearer_registry: RegistryServer, proxy_factory: Callable[..., FaultProxy]) -> None:
+    """A token server that claims 300 s but signs tokens the registry rejects after 1-2 s: the client
+    only learns from 401s, some of them on streamed blob uploads that cannot be replayed. Every one
+    is recovered (the rejected token is dropped, the upload resumed with a new one)."""
+    ts = bearer_registry.token_server
+    assert ts is not None
+    rng = random.Random(78)
+    images = 6
+    src_repo, dst_repo = unique_repo_name("dying-src"), unique_repo_name("dying-dst")
+    source = SourceRepo(src_repo)
+    for i in range(images):
+        image = raw.push_image(bearer_registry, src_repo, f"v{i:02d}", layers=[rng.randbytes(3072)])
+        source.tags[image.tag] = image.digest
+    proxy = proxy_factory(bearer_registry, seed=12)
+    proxy.trickle_rate = 1024
+    proxy.match("GET")
+    proxy.set_rates(trickle=1.0)
+    ts.token_lifetime = LIFETIME
+    ts.expire_early = True
+    ts.claimed_lifetime = 300
+    keychain = _Credentials(bearer_registry)
+    src, dst = f"{proxy.host}/{src_repo}", f"{bearer_registry.host}/{dst_repo}"
+    with ocitransport.Client() as client:
+        plan = plan_repository(src, dst, client=client, keychain=keychain)
+        assert not plan.errors and len(plan.units) == images
+        report = execute(plan.units, client=client, keychain=keychain, jobs=2, retries=3)
+    print(f"\ntokens dying early: {report.summary()}; {ts.issued} tokens")
+    assert report.ok, report.errors[:3]
+    assert report.images_copied == images
+    assert report.retries >= 1  # streamed uploads met dead tokens and were resumed
+    check_destination(bearer_registry, dst_repo, source)

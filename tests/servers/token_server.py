@@ -15,7 +15,8 @@ Test knobs (all reset by :meth:`TokenServer.reset`): ``token_lifetime``, ``expir
 before the nominal lifetime so that the registry's 60 s leeway ends exactly at ``expires_in``),
 ``token_fields``, ``anonymous``, ``users``, ``acl``, ``get_status`` / ``post_status`` (answer that status
 instead of a token, e.g. 404 or 405 on POST so clients fall back to GET, or 500), ``delay`` (seconds to
-wait before answering, to make concurrent token requests overlap). Observations: ``issued``,
+wait before answering, to make concurrent token requests overlap), ``claimed_lifetime`` (the
+``expires_in`` answered when it should differ from the real one). Observations: ``issued``,
 ``issued_by[(grant, frozenset(scopes))]``, ``requests`` (never a password or refresh token), and
 ``issued_tokens`` (every access and refresh token handed out, for tests that prove none leaks).
 """
@@ -159,7 +160,7 @@ class TokenServer:
             "users": users, "acl": acl,
             "anonymous": anonymous,
             "token_lifetime": token_lifetime, "expire_early": expire_early, "token_fields": token_fields,
-            "get_status": None, "post_status": None, "delay": 0.0,
+            "get_status": None, "post_status": None, "delay": 0.0, "claimed_lifetime": None,
         }
         self.users: dict[str, str] = {}
         self.acl: dict[str, ACL] = {}
@@ -170,6 +171,9 @@ class TokenServer:
         self.get_status: int | None = None
         self.post_status: int | None = None
         self.delay = 0.0
+        #: When set, the ``expires_in`` the server answers instead of ``token_lifetime``: a server that
+        #: overstates its tokens' life, so that the registry rejects tokens the client thinks fresh.
+        self.claimed_lifetime: int | None = None
         self._lock = threading.RLock()
         self.issued = 0
         self.issued_by: Counter[tuple[str, frozenset[str]]] = Counter()
@@ -300,7 +304,7 @@ class TokenServer:
         token = self.issue_token(username, scopes)
         with self._lock:
             body: dict[str, Any] = {name: token for name in self.token_fields}
-            body["expires_in"] = self.token_lifetime
+            body["expires_in"] = self.token_lifetime if self.claimed_lifetime is None else self.claimed_lifetime
             body["issued_at"] = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
             if refresh and username is not None:
                 refresh_token = secrets.token_urlsafe(24)

@@ -287,3 +287,45 @@ class TestScopeSet:
         assert _scope_set(["repository:a:pull"]) != _scope_set(["repository:b:pull"])
         assert _scope_set(["repository:host:5000/a:pull"]) == _scope_set(["repository:host:5000/a:pull"])
         assert _scope_set(["opaque"]) == _scope_set(["opaque"])
+
+
+class TestRejectedTokenWithStreamedBody:
+    """A token the registry rejects early, on a request whose body cannot be sent again."""
+
+    class Registry(RoundTripper):
+        """Token endpoint and registry in one: tokens ``t1``, ``t2``...; ``t1`` is rejected."""
+
+        def __init__(self) -> None:
+            self.issued = 0
+            self.sent: list[str | None] = []
+
+        def round_trip(self, request: Request) -> Response:
+            if request.url.startswith("https://auth.example/"):
+                self.issued += 1
+                return Response(200, {}, f'{{"token": "t{self.issued}", "expires_in": 300}}'.encode(),
+                                request=request)
+            self.sent.append(request.headers.get("authorization"))
+            if request.headers.get("authorization") == "Bearer t1":
+                challenge = ('Bearer realm="https://auth.example/token",service="r",'
+                             'scope="repository:a:pull,push",error="invalid_token"')
+                return Response(401, {"WWW-Authenticate": challenge}, b"{}", request=request)
+            return Response(201, {}, b"", request=request)
+
+    def test_caller_gets_the_401_and_the_next_attempt_a_new_token(self) -> None:
+        from ocitransport._values import Challenge
+        from ocitransport.authn import Basic
+        from ocitransport.transport.bearer import BearerAuth
+
+        reg = self.Registry()
+        challenge = Challenge("bearer", {"realm": "https://auth.example/token", "service": "r"})
+        rt = BearerAuth(reg, registry="r.example", auth=Basic("u", "p"), challenge=challenge,
+                        scopes=["repository:a:push,pull"])
+        streamed = Request("PUT", "https://r.example/v2/a/blobs/uploads/1", body=iter([b"x"]))
+        assert not streamed.replayable
+        assert rt.round_trip(streamed).status == 401  # not replayed: the body is gone
+        again = Request("PUT", "https://r.example/v2/a/blobs/uploads/1", body=iter([b"x"]))
+        assert rt.round_trip(again).status == 201
+        assert reg.sent == ["Bearer t1", "Bearer t2"] and reg.issued == 2
+        # A replayable request is retried by the layer itself, once, with the token it holds.
+        assert rt.round_trip(Request("PUT", "https://r.example/v2/a/manifests/x", body=b"{}")).status == 201
+        assert reg.issued == 2

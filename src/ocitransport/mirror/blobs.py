@@ -67,8 +67,10 @@ class SizeMismatch(DigestMismatch):
 
 def _resumable(exc: OCITransportError) -> bool:
     """Worth asking the registry where the upload stands: a broken connection or a temporary error, an
-    upload it no longer knows (404) or an offset it disagrees with (416)."""
-    if isinstance(exc, transport.Error) and exc.status_code in (404, 416):
+    upload it no longer knows (404), an offset it disagrees with (416), or a token that died while the
+    body was on its way (401: a streamed body cannot be replayed by the Bearer layer, which drops the
+    rejected token so that the resumed attempt fetches a new one)."""
+    if isinstance(exc, transport.Error) and exc.status_code in (401, 404, 416):
         return True
     return transport.is_retryable(exc)
 

@@ -175,6 +175,13 @@ class TokenCache:
         margin = min(30.0, lifetime / 5)
         self.entries[key] = _Entry(token, now + lifetime, now + lifetime - margin)
 
+    def discard(self, key: tuple[Any, ...], token: str) -> None:
+        """Forget ``token`` under ``key`` (the registry rejected it): the next request fetches anew."""
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None and entry.token == token:
+                del self.entries[key]
+
 
 _caches: weakref.WeakKeyDictionary[Any, TokenCache] = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
@@ -303,6 +310,10 @@ class BearerAuth(Layer):
             else:
                 self.scopes = merged
         if not request.replayable:
+            # The body cannot be sent again: the caller gets the 401, but a token the registry
+            # rejected (one that died early) is not handed to its next attempt.
+            if merged is scopes:
+                self.cache.discard(self._key(scopes), token)
             return response
         response.close()
         token = yield from self._token(merged, stale=token if merged == scopes else None)
