@@ -50,6 +50,7 @@ from benchmarks._mirror_fixtures import (
     TmpWatch,
     bare_protocol,
     digests,
+    ensure_bytecode,
     load,
     oras_available,
     oras_copy,
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if binary is None:
         print("needs docker-registry (apt-get install docker-registry)", file=sys.stderr)
         return 1
+    ensure_bytecode()  # CLI runs start as an installed package would
     workdir = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     fleet = Fleet(binary, workdir)
     bench = Bench(args, fleet, workdir)
