@@ -196,6 +196,29 @@ def test_refused_patch_resumes_from_the_registry_status(registry, dst_registry, 
     assert (stats.uploads_resumed, stats.uploads_restarted) == (1, 0)
 
 
+def test_lost_patch_answer_starts_a_new_upload_on_distribution(registry, dst_registry, make_repo_name,
+                                                                proxy_factory):
+    """A PATCH that reached the registry whole but whose 202 never came back (the connection reset after
+    the registry answered): the registry holds a chunk more than the client saw acknowledged. The client
+    asks for the upload's status with the last URL it was given; distribution signs the offset into that
+    URL's ``_state``, finds it stale and cancels the upload (404), so the copy goes on in a new upload and
+    still completes with the right digest."""
+    src_repo, dst_repo = make_repo_name(), make_repo_name()
+    image, big = _push(registry, src_repo)
+    proxy = proxy_factory(dst_registry)
+    progress = Progress(at_bytes=(BIG // 2, lambda: proxy.lose_response(method="PATCH")))
+    report, executor = _copy(image.reference, f"{proxy.host}/{dst_repo}:v1", progress=progress)
+    _assert_copied(report, image, dst_registry, dst_repo)
+    patches = _uploads(proxy, "PATCH")
+    lost = [i for i, r in enumerate(patches) if r.fault == "reset_after"]
+    assert len(lost) == 1 and 0 < lost[0] < PATCHES - 1  # inside the blob, not its last chunk
+    assert [r.status for r in _uploads(proxy, "GET")] == [404]
+    assert len(patches) == lost[0] + 1 + PATCHES  # the chunks up to the lost answer, then the whole blob
+    stats = executor.blobs.blob_stats[raw.sha256_digest(big)]
+    assert (stats.uploads_resumed, stats.uploads_restarted) == (0, 1)
+    assert progress.total == sum(len(b) for b in image.blobs.values())  # bytes sent again are not progress
+
+
 def test_cut_patch_resumes_from_the_registry_offset(registry, make_repo_name, buffering_nginx, dst_registry,
                                                     proxy_factory):
     """A PATCH cut mid-body, in front of a registry behind a buffering reverse proxy: the upload goes on

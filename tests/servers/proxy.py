@@ -84,7 +84,7 @@ class ProxyRecord(_RecordFields):
 
 @dataclass
 class _Script:
-    kind: str  # "cut_request", "cut_response", "status"
+    kind: str  # "cut_request", "cut_response", "status", "reset_after"
     method: str | None
     path_contains: str
     times: int
@@ -352,6 +352,11 @@ class FaultProxy:
                           times: int = 1) -> None:
         """The next ``times`` matching responses: forward the head and ``after`` body bytes, then close."""
         self._add(_Script("cut_response", method, path_contains, times, after=after))
+
+    def lose_response(self, *, method: str | None = None, path_contains: str = "", times: int = 1) -> None:
+        """The next ``times`` matching requests reach the registry whole and are answered there, but the
+        client's connection is reset instead of getting the answer (recorded as ``reset_after``)."""
+        self._add(_Script("reset_after", method, path_contains, times))
 
     def answer_status(self, status: int, *, times: int = 1, retry_after: str | None = None,
                       method: str | None = None, path_contains: str = "") -> None:
