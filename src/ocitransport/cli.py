@@ -170,6 +170,8 @@ class RichProgress(LineProgress):
         for a, b, c, d in rows:
             table.add_row(a, str(b), c, str(d))
         table.caption = f"{mib:.1f} MiB in {report.duration:.2f} s ({rate:.1f} MiB/s)"
+        if report.pull_quota:
+            table.caption += f"\npull quota: {report.quota_text()}"
         self.console.print(table)
 
 

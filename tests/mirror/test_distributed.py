@@ -31,6 +31,7 @@ from ocitransport.mirror.distributed import DaskExecutor, LocalPauses, SharedLim
 from tests.servers import process, raw
 from tests.servers.faults import FaultServer
 from tests.servers.fixtures import require_registry, unique_repo_name
+from tests.servers.proxy import WINDOW, DockerHubQuota, FaultProxy
 from tests.servers.registry import RegistryServer
 
 pytestmark = pytest.mark.registry
@@ -477,3 +478,25 @@ def test_workers_do_not_pull_manifests_the_submit_side_read(
     assert gets and set(gets.values()) == {1}, gets
     for tag in ("v1-amd64", "v1-arm64", "v1"):
         assert raw.get_manifest(dst, "ship/app", tag).status == 200
+
+
+def test_pull_quota_reaches_the_report(client: Any, registry: RegistryServer,
+                                       registry_factory: Callable[..., RegistryServer],
+                                       proxy_factory: Callable[..., FaultProxy]) -> None:
+    """A source stating Docker Hub's pull quota: the cluster run's report has the lowest figure seen
+    (the manifests are read on the submitting side, and workers do not read them again)."""
+    dst = registry_factory()
+    repo = unique_repo_name("quota")
+    for i in range(3):
+        raw.push_image(registry, repo, f"v{i}", layers=[os.urandom(256)])
+    proxy = proxy_factory(registry)
+    quota = DockerHubQuota(50)
+    proxy.add_headers = quota
+    plan = plan_repository(f"{proxy.host}/{repo}", f"{dst.host}/{repo}", referrers=False)
+    assert not plan.errors and len(plan.units) == 3
+    with DaskExecutor(client) as executor:
+        report = executor.execute(plan, jobs=2, retries=1, keep_going=True, include_nondistributable=False,
+                                  progress=None)
+    assert report.ok, report.errors
+    assert quota.remaining == 47  # one GET per image, all of them on the submitting side
+    assert report.pull_quota == {proxy.host: {"remaining": 47, "limit": 100, "window_seconds": WINDOW}}

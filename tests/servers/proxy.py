@@ -258,6 +258,9 @@ class FaultProxy:
         self.trickle_rate = 64 * 1024
         self.retry_after = 1
         self.burst = 1
+        #: Headers to add to a forwarded answer, from ``(method, path)`` (e.g. the ``RateLimit-*``
+        #: headers Docker Hub puts on manifest answers); ``None``: answers pass as they are.
+        self.add_headers: Callable[[str, str], list[tuple[str, str]]] | None = None
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._rates: dict[str, float] = {}
@@ -391,6 +394,7 @@ class FaultProxy:
             self._stats.clear()
             self._records.clear()
             self._rng = random.Random(self.seed)
+            self.add_headers = None
 
     # ------------------------------------------------------------------ observations
 
@@ -775,6 +779,8 @@ class _Session:
                 time.sleep(0.02)
                 self.reset_client()
                 return False
+        if proxy.add_headers is not None:
+            response.headers.extend(proxy.add_headers(method, path))
         self._send(response.raw())
         sent = 0
         trickle = kind == "trickle" and has_body
@@ -822,3 +828,26 @@ class _Session:
             self.close_client_gracefully()
             return False
         return True
+
+
+#: Docker Hub's pull-quota window (6 hours).
+WINDOW = 21600
+
+
+class DockerHubQuota:
+    """``RateLimit-Limit: 100;w=21600`` and ``RateLimit-Remaining: N;w=21600`` on manifest answers; N
+    drops by one per manifest GET (HEADs are free, as on Docker Hub)."""
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, path: str) -> list[tuple[str, str]]:
+        if "/manifests/" not in path:
+            return []
+        with self._lock:
+            if method == "GET":
+                self.remaining -= 1
+            left = self.remaining
+        return [("RateLimit-Limit", f"100;w={WINDOW}"), ("RateLimit-Remaining", f"{left};w={WINDOW}"),
+                ("Docker-RateLimit-Source", "127.0.0.1")]

@@ -27,7 +27,7 @@ from .manifests import ManifestError
 from .plan import ImageUnit, Plan, describe, plan_reference
 from .plan import plan_repository as _plan_repository
 from .report import ImageResult, Report
-from .session import DigestMismatch, MirrorError, Session
+from .session import DigestMismatch, MirrorError, PullQuota, Session
 from .sync import PlanExecutor, SourceRegistry, SyncConfig, SyncConfigError, load_config, sync
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "Plan",
     "PlanExecutor",
     "Progress",
+    "PullQuota",
     "Report",
     "SourceRegistry",
     "SyncConfig",

@@ -61,7 +61,7 @@ from .execute import Executor, Progress, put_manifest_checked
 from .manifests import Descriptor, Manifest, parse_manifest
 from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of, read_manifest
 from .report import ImageResult, Report
-from .session import Session
+from .session import PullQuota, Session
 
 if TYPE_CHECKING:
     from ..authn import Keychain
@@ -306,7 +306,8 @@ class TaskGraph:
     ``units`` pairs every plan unit with its image key (``None`` when it is up to date: no task).
     ``owners`` says which image key reports the transfer of a blob or child task (the first unit that
     needed it). ``notes`` lists units whose manifests could not be read while planning the graph (their
-    image task then does all of its work itself).
+    image task then does all of its work itself). ``pull_quota``: what the source registries said of
+    their pull quotas while the manifests were read (see ``Report.pull_quota``).
     """
 
     blobs: dict[str, BlobTask] = field(default_factory=dict)
@@ -315,6 +316,7 @@ class TaskGraph:
     units: list[tuple[ImageUnit, str | None]] = field(default_factory=list)
     owners: dict[str, str] = field(default_factory=dict)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    pull_quota: dict[str, PullQuota] = field(default_factory=dict)
 
     def specs(self) -> list[tuple[str, Any]]:
         """Every ``(key, spec)``: what is shipped to the cluster (tests check it holds no secret)."""
@@ -695,12 +697,13 @@ class DaskExecutor:
         from ..client import Client
 
         with Client() as local:
-            expanded = _run(lambda: _expand(Session(local, self.keychain, retries=retries), plan.units, jobs))
+            session = Session(local, self.keychain, retries=retries)
+            expanded = _run(lambda: _expand(session, plan.units, jobs))
         options = WorkerOptions(retries=retries, transfers=jobs, pause_refresh=self.pause_refresh,
                                 policy=self.policy)
         # Measured when the graph is made: workers added later (an adaptive cluster) are not counted.
         threads = sum(self.client.nthreads().values())  # type: ignore[no-untyped-call]
-        graph = TaskGraph()
+        graph = TaskGraph(pull_quota=dict(session.pull_quota))
         for unit, found in zip(plan.units, expanded):
             if unit.up_to_date:
                 graph.units.append((unit, None))
@@ -802,6 +805,7 @@ class DaskExecutor:
         futures = self.submit(graph)
         results = self._collect(graph, futures, progress, keep_going)
         _note_counters(report, before, self._counters())
+        report.note_pull_quota(graph.pull_quota)
         for unit, key in graph.units:
             result = results.get(key) if key is not None else _skipped(unit)
             if result is None:

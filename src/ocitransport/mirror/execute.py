@@ -186,6 +186,7 @@ class Executor:
         report.images_not_attempted += total - attempted
         report.retries = self.session.retries
         report.note_limits(self.session.limits.stats())
+        report.note_pull_quota(self.session.pull_quota)
         report.duration += time.monotonic() - started
         return report
 
@@ -358,6 +359,7 @@ async def execute_plan(session: Session, plan: Plan, *, jobs: int, retries: int,
     if dry_run:
         report.list_planned(plan.units)
         report.retries = session.retries
+        report.note_pull_quota(session.pull_quota)
         report.duration = time.monotonic() - started
         return report
     if plan.errors and not keep_going:

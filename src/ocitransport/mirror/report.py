@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..transport.limit import LimitStats
+    from .session import PullQuota
 
 Status = Literal["copied", "skipped", "failed", "planned"]
 
@@ -44,6 +47,10 @@ class Report:
     ``throttled_seconds`` the wall-clock time a registry asked us to pause (``Retry-After``),
     ``queued_seconds`` the time requests were held back for a pause or a concurrency slot (summed over
     requests), ``lowest_concurrency`` the smallest concurrency limit a registry was cut to (0: none was).
+
+    ``pull_quota``: for registries that state a pull quota on manifest answers (Docker Hub's
+    ``RateLimit-*`` headers), the lowest seen in the run: ``{registry: {"remaining": 76, "limit": 100,
+    "window_seconds": 21600}}`` (``limit`` / ``window_seconds`` 0 when not stated).
     """
 
     images_copied: int = 0
@@ -63,6 +70,7 @@ class Report:
     dry_run: bool = False
     images: list[ImageResult] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    pull_quota: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +128,33 @@ class Report:
             self.lowest_concurrency = min(self.lowest_concurrency or other.lowest_concurrency,
                                           other.lowest_concurrency)
         self.duration = max(self.duration, other.duration)
+        for registry, quota in other.pull_quota.items():
+            self._lower_quota(registry, quota)
+
+    def note_pull_quota(self, quotas: Mapping[str, PullQuota]) -> None:
+        """Take a session's pull quotas (the lowest per registry wins)."""
+        for registry, q in quotas.items():
+            self._lower_quota(registry, {"remaining": q.remaining, "limit": q.limit,
+                                         "window_seconds": q.window_seconds})
+
+    def _lower_quota(self, registry: str, quota: dict[str, int]) -> None:
+        seen = self.pull_quota.get(registry)
+        if seen is None or quota["remaining"] < seen["remaining"]:
+            self.pull_quota[registry] = dict(quota)
+
+    def quota_text(self) -> str:
+        """``registry-1.docker.io: 76 of 100 pulls left per 6 h`` for each registry that stated a quota."""
+        parts = []
+        for registry, q in sorted(self.pull_quota.items()):
+            text = f"{registry}: {q['remaining']}"
+            if q.get("limit"):
+                text += f" of {q['limit']}"
+            text += " pulls left"
+            window = q.get("window_seconds", 0)
+            if window:
+                text += f" per {window / 3600:g} h" if window % 360 == 0 else f" per {window} s"
+            parts.append(text)
+        return ", ".join(parts)
 
     def note_limits(self, stats: LimitStats) -> None:
         """Take the politeness counters of a run (``LimitBackend.stats()``)."""
@@ -152,4 +187,4 @@ class Report:
         return (f"{verb} {copied} images, skipped {self.images_skipped}, failed {len(self.errors)}{extra}; "
                 f"blobs: {self.blobs_transferred} transferred ({mib:.1f} MiB), {self.blobs_mounted} mounted, "
                 f"{self.blobs_skipped} already present; {self.retries} retries{throttled}; "
-                f"{self.duration:.2f} s")
+                f"{self.duration:.2f} s") + (f"; pull quota: {self.quota_text()}" if self.pull_quota else "")

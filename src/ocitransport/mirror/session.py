@@ -47,6 +47,48 @@ MAX_TAG_PAGES = 10_000
 MAX_REFERRER_PAGES = 1000
 
 
+@dataclass(frozen=True)
+class PullQuota:
+    """A registry's pull quota as its last manifest answer told it (Docker Hub's ``RateLimit-Limit`` /
+    ``RateLimit-Remaining: 76;w=21600``): pulls ``remaining`` of ``limit`` (0: not said) per
+    ``window_seconds`` (0: not said)."""
+
+    remaining: int
+    limit: int = 0
+    window_seconds: int = 0
+
+
+def _is_count(text: str) -> bool:
+    # ASCII digits only ("²".isdigit() is true, int("²") is not), and a sane length.
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
+
+
+def _quota_number(value: str | None) -> tuple[int, int] | None:
+    """``"76;w=21600"`` -> ``(76, 21600)``; ``"76"`` -> ``(76, 0)``; anything else -> ``None``."""
+    if not value:
+        return None
+    first, *params = value.split(";")
+    first = first.strip()
+    if not _is_count(first):
+        return None
+    window = 0
+    for param in params:
+        name, _, number = param.strip().partition("=")
+        number = number.strip().strip('"')
+        if name.strip().lower() == "w" and _is_count(number):
+            window = int(number)
+    return int(first), window
+
+
+def parse_pull_quota(headers: Any) -> PullQuota | None:
+    """The quota a manifest answer's ``RateLimit-*`` headers state (``None`` when they state none)."""
+    remaining = _quota_number(headers.get("RateLimit-Remaining"))
+    if remaining is None:
+        return None
+    limit = _quota_number(headers.get("RateLimit-Limit"))
+    return PullQuota(remaining[0], limit[0] if limit else 0, remaining[1] or (limit[1] if limit else 0))
+
+
 class MirrorError(OCITransportError):
     """A mirroring step failed for a reason that is not a registry answer (digest mismatch, SSRF guard,
     missing Location, a platform that is not in an index...)."""
@@ -114,6 +156,9 @@ class Session:
         self.retries = 0
         #: Manifests already read elsewhere, by digest (see :meth:`get_manifest`).
         self.known_manifests: dict[str, Manifest] = {}
+        #: Registry name -> the lowest pull quota its manifest answers stated in this session (Docker
+        #: Hub's ``RateLimit-*`` headers), for the report.
+        self.pull_quota: dict[str, PullQuota] = {}
         self._auth: dict[str, Authenticator] = {}
         self._transports: dict[tuple[str, tuple[str, ...]], asyncio.Future[RoundTripper]] = {}
 
@@ -169,12 +214,21 @@ class Session:
 
     # -- manifests --------------------------------------------------------------------------------
 
+    def _note_quota(self, repo: Repository, response: Response) -> None:
+        quota = parse_pull_quota(response.headers)
+        if quota is not None:
+            name = repo.registry.name
+            seen = self.pull_quota.get(name)
+            if seen is None or quota.remaining < seen.remaining:
+                self.pull_quota[name] = quota
+
     async def head_manifest(self, rt: RoundTripper, repo: Repository, ref: str) -> tuple[str, str] | None:
         """``(digest, media_type)`` of ``repo``'s manifest ``ref``, or ``None`` when it does not exist.
 
         Falls back to a GET when the registry's HEAD carries no ``Docker-Content-Digest``."""
         url = self.url(repo, "manifests", ref)
         response = await self.send(rt, "HEAD", url, headers={"Accept": MANIFEST_ACCEPT})
+        self._note_quota(repo, response)
         if response.status == 404:
             return None
         if response.status != 200:
@@ -203,6 +257,7 @@ class Session:
             return known
         url = self.url(repo, "manifests", ref)
         response = await self.send(rt, "GET", url, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+        self._note_quota(repo, response)
         if response.status != 200:
             await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
             transport.check_error(response, 200)

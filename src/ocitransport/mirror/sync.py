@@ -74,7 +74,7 @@ from .manifests import parse_platform
 from .plan import Plan, describe, plan_image, plan_repository
 from .report import Report
 from .semver import Constraint, SemverError, parse_constraint
-from .session import MirrorError, Session
+from .session import MirrorError, PullQuota, Session
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -768,12 +768,15 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     with _Owned(client, jobs) as base, _TLSClients(cfg, jobs) as tls:
         transport: Any = _RegistryRouter(base, tls) if tls else base
 
+        planning: dict[str, PullQuota] = {}
+
         async def main() -> tuple[Plan, Report | None]:
             session = Session(transport, chain, retries=retries)
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
                                    exclude=exclude, insecure=insecure)
             log.info("planned %d images, %d planning errors", len(plan.units), len(plan.errors))
             if executor is not None and not dry_run:
+                planning.update(session.pull_quota)  # the HEADs of planning count too
                 return plan, None
             return plan, await execute_plan(session, plan, jobs=jobs, retries=retries, keep_going=keep_going,
                                             include_nondistributable=include_nondistributable, dry_run=dry_run,
@@ -788,6 +791,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
         return Report.of_plan(plan.errors).not_started(len(plan.units), started)
     report = executor.execute(plan, jobs=jobs, retries=retries, keep_going=keep_going,
                               include_nondistributable=include_nondistributable, progress=progress)
+    report.note_pull_quota(planning)
     for ref, message in plan.errors:
         if (ref, message) not in report.errors:
             report.fail(ref, message)
