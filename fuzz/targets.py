@@ -26,6 +26,7 @@ from ocitransport._links import next_link, parse_links
 from ocitransport.authn import AuthError, DefaultKeychain
 from ocitransport.exceptions import ProtocolError
 from ocitransport.mirror.manifests import ManifestError, parse_manifest
+from ocitransport.mirror.session import parse_pull_quota
 from ocitransport.mirror.tags import TagListError, parse_tag_list
 from ocitransport.name import BadName, Repository, parse_reference
 from ocitransport.transport.bearer import TokenError, parse_token, validate_realm
@@ -141,6 +142,7 @@ SEEDS: dict[str, list[bytes]] = {
                       b'{"username":"u","password":"p"}},"credHelpers":{"gcr.io":"gcloud"},"credsStore":""}'),
                       (b'{"auths":{"r.example/ns/repo":{"identitytoken":"t"},"http://r.example/v2/":'
                       b'{"registrytoken":"x"}}}'), b"{}"],
+    "rate_limit": [b"76;w=21600", b"100;w=21600", b"0", b"12;w=60;comment=x", b" 7 ; w = 30 "],
     "reference": [b"ubuntu", b"r.example:5000/a/b:v1.2", b"a/b@sha256:" + _HEX.encode(), b"[::1]:5000/a:t",
                   b"docker.io/library/ubuntu:latest", b"localhost/x"],
 }
@@ -247,6 +249,12 @@ def check_link(text: str) -> None:
         raise UnexpectedError(f"next_link returned a non-http URL {url!r}")
 
 
+def check_rate_limit(text: str) -> None:
+    quota = _only((), parse_pull_quota, {"RateLimit-Remaining": text, "RateLimit-Limit": text})
+    if quota is not None and not (0 <= quota.remaining and 0 <= quota.limit and 0 <= quota.window_seconds):
+        raise UnexpectedError(f"negative pull quota from {text!r}: {quota}")
+
+
 class _ConfigDir:
     """A private DOCKER_CONFIG for the docker-config target (and an empty PATH, so no helper can run)."""
 
@@ -321,4 +329,5 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("link", _text_of("link"), check_link),
     Target("docker_config", _bytes_of("docker_config"), check_docker_config),
     Target("reference", _text_of("reference"), check_reference),
+    Target("rate_limit", _text_of("rate_limit"), check_rate_limit),
 ]}
