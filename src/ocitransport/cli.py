@@ -278,6 +278,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _client(args: argparse.Namespace) -> Any:
     from .client import Client
+    from .mirror import _pool_limits
 
     verify: bool | str = True
     if args.insecure:
@@ -287,7 +288,7 @@ def _client(args: argparse.Namespace) -> Any:
     cert: Any = None
     if args.cert:
         cert = (args.cert, args.key) if args.key else args.cert
-    return Client(verify=verify, cert=cert, max_connections_per_host=max(16, (args.jobs or 8) * 2))
+    return Client(verify=verify, cert=cert, **_pool_limits(args.jobs or 8))
 
 
 def _check_common(args: argparse.Namespace) -> str | None:

@@ -232,3 +232,26 @@ def test_corrupt_source_bytes_abort_the_upload(registry, dst_registry, make_repo
     assert "hashing to" in report.errors[0][1]
     assert raw.get_manifest(dst_registry, dst_repo, "v1").status == 404
     assert not raw.blob_exists(dst_registry, dst_repo, image.layer_digests[0])
+
+
+def test_many_jobs_are_not_capped_by_the_connection_pool(registry, dst_registry, make_repo_name, proxy_factory):
+    """``jobs=24`` without a Client of the caller's: the Client made for the run has a pool big enough
+    for 24 streamed copies at once (the default Client allows 16 connections per host). Seen at a
+    source whose blob answers trickle, so that the copies overlap."""
+    src_repo, dst_repo = make_repo_name(), make_repo_name()
+    for i in range(24):
+        raw.push_image(registry, src_repo, f"v{i:02d}", layers=[os.urandom(4096)])
+    proxy = proxy_factory(registry)
+    proxy.trickle_rate = 8192
+    proxy.match("GET", "/blobs/sha256:")
+    proxy.set_rates(trickle=1.0)
+    report = mirror.mirror_repository(f"{proxy.host}/{src_repo}", f"{dst_registry.host}/{dst_repo}", jobs=24,
+                                      referrers=False)
+    assert report.ok and report.images_copied == 24, report.errors
+    spans = [(r.received_at, r.answered_at) for r in proxy.records if r.method == "GET" and "/blobs/" in r.path]
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    assert peak > 16, f"at most {peak} blob downloads at once"

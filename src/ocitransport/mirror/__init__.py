@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from ..exceptions import OCITransportError
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
@@ -71,18 +71,31 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]
 
 
+class _PoolLimits(TypedDict):
+    max_connections: int
+    max_connections_per_host: int
+
+
+def _pool_limits(jobs: int) -> _PoolLimits:
+    """Connection-pool sizes for a Client that runs ``jobs`` images at once: a streamed copy holds a
+    connection to each side, planning and blob checks a few more; below this the pool, not ``jobs``,
+    would bound the concurrency (the Client's defaults are 128 in all, 16 per host)."""
+    return _PoolLimits(max_connections=max(128, jobs * 4), max_connections_per_host=max(16, jobs * 2))
+
+
 class _Owned:
-    """The Client to use, created (and closed afterwards) when the caller gave none."""
+    """The Client to use, created for ``jobs`` (and closed afterwards) when the caller gave none."""
 
     def __init__(self, client: Client | None, jobs: int) -> None:
         self.given = client
         self.client = client
+        self.jobs = jobs
 
     def __enter__(self) -> Client:
         if self.client is None:
             from ..client import Client
 
-            self.client = Client()
+            self.client = Client(**_pool_limits(self.jobs))
         return self.client
 
     def __exit__(self, *exc: object) -> None:

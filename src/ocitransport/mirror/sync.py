@@ -574,6 +574,7 @@ class _TLSClients:
 
     def __enter__(self) -> dict[str, Client]:
         from ..client import Client
+        from . import _pool_limits
 
         for source in self.config.registries:
             if source.tls_verify and not source.cert_dir:
@@ -584,7 +585,7 @@ class _TLSClients:
                 ca, cert = _cert_dir(source.cert_dir)
                 if ca and source.tls_verify:
                     verify = self._bundle(ca)
-            client = Client(verify=verify, cert=cert, max_connections_per_host=max(16, self.jobs * 2))
+            client = Client(verify=verify, cert=cert, **_pool_limits(self.jobs))
             for host in _hosts_of(source.registry):
                 self.clients[host] = client
         return self.clients
