@@ -351,13 +351,14 @@ class _WorkerMirror:
 
     def __init__(self, worker: distributed.Worker, options: WorkerOptions) -> None:
         from ..client import Client
+        from . import _pool_limits
 
         self.worker = worker
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="ocitransport-mirror-loop",
                                        daemon=True)
         self.thread.start()
-        self.client = Client()
+        self.client = Client(**_pool_limits(options.transfers))
         self.pauses = ClusterPauses(lambda: worker.client, refresh=options.pause_refresh)
         self.limits = SharedLimits(self.pauses, options.policy)
         # The worker's own DefaultKeychain: credentials never travel with tasks.
