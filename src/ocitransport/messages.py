@@ -232,16 +232,44 @@ class Request:
             new._body_start = None
         return new
 
-    def with_header(self, name: str, value: str) -> Request:
-        """A copy with ``name`` set to ``value`` (the original request is left untouched)."""
-        new = self.copy()
-        new.headers[name] = value
+    def with_header(self, name: str, value: str, key: str = "") -> Request:
+        """A copy with ``name`` set to ``value``: the old values of ``name`` (any case) dropped, the new
+        one last; the original request is left untouched.
+
+        Layers call this on every request, so it makes one header-list copy and fills the slots
+        directly (``copy()`` then ``headers[name] = value`` would copy the list twice). ``key`` is
+        ``name.lower()`` when the caller has it at hand.
+        """
+        items = self.headers._items
+        if items:
+            key = key or name.lower()
+            kept = [pair for pair in items if pair[0].lower() != key]
+            kept.append((name, value))
+        else:
+            kept = [(name, value)]
+        headers = _new_headers(Headers)
+        headers._items = kept
+        new = _new_request(Request)
+        new.method = self.method
+        new.url = self.url
+        new.headers = headers
+        new.body = self.body
+        new.timeout = self.timeout
+        new.stream = self.stream
+        new.extensions = self.extensions
+        new._body_start = self._body_start
         return new
 
     def __repr__(self) -> str:
         from ._redaction import redact_url
 
         return f"<Request {self.method} {redact_url(self.url)}>"
+
+
+_new_request = Request.__new__
+_new_headers = Headers.__new__
+#: Every slot of ``Request``, as ``with_header`` fills them one by one (a test checks the list is complete).
+REQUEST_SLOTS = ("method", "url", "headers", "body", "timeout", "stream", "extensions", "_body_start")
 
 
 class ResponseStream(Protocol):

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from .._urls import DEFAULT_PORTS, origin, split_authority
 from ..messages import Request
 from ..roundtrip import RequestLayer, RoundTripper
-from .simple import set_header
 
 if TYPE_CHECKING:
     from ..authn import Authenticator
@@ -80,4 +79,4 @@ class BasicAuth(RequestLayer):
             self._header = (cfg, value)
         if value is None:
             return request
-        return set_header(request, "Authorization", value, "authorization")
+        return request.with_header("Authorization", value, "authorization")

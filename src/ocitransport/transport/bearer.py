@@ -30,7 +30,6 @@ from ..redirects import Redirects
 from ..roundtrip import Exchange, Layer, Read, RoundTripper, Send, Steps, Wait, drive_async, drive_sync
 from .basic import BasicAuth, HostMatch
 from .errors import make_error
-from .simple import set_header
 
 if TYPE_CHECKING:
     from ..authn import AuthConfig, Authenticator
@@ -264,7 +263,7 @@ class BearerAuth(Layer):
         if fresh is None:
             return drive_sync(self.handle(request), self.inner)
         scopes, entry = fresh
-        response = self.inner.round_trip(set_header(request, "Authorization", entry.header, "authorization"))
+        response = self.inner.round_trip(request.with_header("Authorization", entry.header, "authorization"))
         if response.status != 401:
             return response
         return drive_sync(self._unauthorized(request, scopes, entry.token, response), self.inner)
@@ -275,7 +274,7 @@ class BearerAuth(Layer):
             return await drive_async(self.handle(request), self.inner)
         scopes, entry = fresh
         response = await self.inner.round_trip_async(
-            set_header(request, "Authorization", entry.header, "authorization"))
+            request.with_header("Authorization", entry.header, "authorization"))
         if response.status != 401:
             return response
         return await drive_async(self._unauthorized(request, scopes, entry.token, response), self.inner)
@@ -289,7 +288,7 @@ class BearerAuth(Layer):
             return response
         scopes = self.scopes
         token = yield from self._token(scopes)
-        response = yield set_header(request, "Authorization", f"Bearer {token}", "authorization")
+        response = yield request.with_header("Authorization", f"Bearer {token}", "authorization")
         if response.status != 401:
             return response
         return (yield from self._unauthorized(request, scopes, token, response))
@@ -318,7 +317,7 @@ class BearerAuth(Layer):
         response.close()
         token = yield from self._token(merged, stale=token if merged == scopes else None)
         request.rewind()
-        again: Response = yield set_header(request, "Authorization", f"Bearer {token}", "authorization")
+        again: Response = yield request.with_header("Authorization", f"Bearer {token}", "authorization")
         return again
 
     # -- tokens ---------------------------------------------------------------------------------

@@ -4,44 +4,14 @@ from __future__ import annotations
 
 from .. import __version__
 from .._urls import origin, with_scheme
-from ..messages import Headers, Request
+from ..messages import REQUEST_SLOTS, Request  # noqa: F401 - REQUEST_SLOTS: re-exported with set_header
 from ..roundtrip import RequestLayer, RoundTripper
 
 #: Our product token, appended to the caller's User-Agent as upstream appends its own.
 PRODUCT = f"ocitransport/{__version__}"
 
-#: Every slot of ``Request``; ``set_header`` copies them all (a test checks this list stays complete).
-REQUEST_SLOTS = ("method", "url", "headers", "body", "timeout", "stream", "extensions", "_body_start")
-_new_request = Request.__new__
-_new_headers = Headers.__new__
-
-
-def set_header(request: Request, name: str, value: str, key: str = "") -> Request:
-    """``request.with_header(name, value)`` in one copy: a new request whose headers are the old ones
-    without ``name`` (any case) plus ``name: value``; the original request is left untouched.
-
-    Layers call this on every request, so it skips what ``with_header`` does twice (a header-list
-    copy, then a filtered second one). ``key`` is ``name.lower()`` when the caller has it at hand.
-    """
-    items = request.headers._items
-    if items:
-        key = key or name.lower()
-        kept = [pair for pair in items if pair[0].lower() != key]
-        kept.append((name, value))
-    else:
-        kept = [(name, value)]
-    headers = _new_headers(Headers)
-    headers._items = kept
-    new = _new_request(Request)
-    new.method = request.method
-    new.url = request.url
-    new.headers = headers
-    new.body = request.body
-    new.timeout = request.timeout
-    new.stream = request.stream
-    new.extensions = request.extensions
-    new._body_start = request._body_start
-    return new
+#: ``set_header(request, name, value, key)`` is ``request.with_header(name, value, key)`` (one copy).
+set_header = Request.with_header
 
 
 class UserAgent(RequestLayer):
@@ -59,7 +29,7 @@ class UserAgent(RequestLayer):
             found = [v for k, v in items if k.lower() == "user-agent"]
             if found == [self.value]:
                 return request
-        return set_header(request, "User-Agent", self.value, "user-agent")
+        return request.with_header("User-Agent", self.value, "user-agent")
 
 
 def new_user_agent(inner: RoundTripper, ua: str = "") -> RoundTripper:
