@@ -37,8 +37,8 @@ from ocitransport.authn import (
     MultiKeychain,
 )
 from ocitransport.name import BadName, Digest, Registry, Repository, Tag
+from tests.servers.credentials import BIN, Env
 
-BIN = Path(__file__).parent / "bin"
 HELPER = BIN / "docker-credential-ocitest"
 SECRET = "s3cr3t-PASSWORD-do-not-leak"
 BAD_AUTH = "unable to decode auth field: must be formatted as base64(username:password)"
@@ -47,62 +47,6 @@ BAD_AUTH = "unable to decode auth field: must be formatted as base64(username:pa
 def b64(text: str, *, padded: bool = True) -> str:
     encoded = base64.b64encode(text.encode()).decode()
     return encoded if padded else encoded.rstrip("=")
-
-
-class Env:
-    """Paths of one test's private environment, and helpers to write config files into it."""
-
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.tmp = tmp
-        self.monkeypatch = monkeypatch
-        self.home = tmp / "home"
-        self.home.mkdir()
-        self.docker_config = tmp / "docker-config"
-        self.creds = tmp / "helper-creds.json"
-        self.log = tmp / "helper-log.jsonl"
-
-    def write(self, path: Path, data: Any) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
-        return path
-
-    def docker(self, data: Any) -> Path:
-        """Write $DOCKER_CONFIG/config.json (and set DOCKER_CONFIG)."""
-        self.monkeypatch.setenv("DOCKER_CONFIG", str(self.docker_config))
-        return self.write(self.docker_config / "config.json", data)
-
-    def home_docker(self, data: Any) -> Path:
-        return self.write(self.home / ".docker" / "config.json", data)
-
-    def registry_auth_file(self, data: Any) -> Path:
-        path = self.write(self.tmp / "auth-file.json", data)
-        self.monkeypatch.setenv("REGISTRY_AUTH_FILE", str(path))
-        return path
-
-    def podman(self, data: Any) -> Path:
-        runtime = self.tmp / "run"
-        self.monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-        return self.write(runtime / "containers" / "auth.json", data)
-
-    def helper_creds(self, creds: dict[str, tuple[str, str]]) -> None:
-        self.write(self.creds, {url: {"Username": u, "Secret": s} for url, (u, s) in creds.items()})
-
-    def helper_calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    e = Env(tmp_path, monkeypatch)
-    monkeypatch.setenv("HOME", str(e.home))
-    for var in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "OCITEST_HELPER_MODE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setenv("OCITEST_CREDENTIALS_FILE", str(e.creds))
-    monkeypatch.setenv("OCITEST_HELPER_LOG", str(e.log))
-    return e
 
 
 def creds_of(auth: Authenticator) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.servers import process, raw
+from tests.servers.credentials import Env, isolated
 from tests.servers.faults import FaultServer
 from tests.servers.nginx import NginxServer, nginx_binary
 from tests.servers.proxy import FaultProxy
@@ -231,3 +232,9 @@ def repo_name(request: pytest.FixtureRequest) -> str:
 def make_repo_name(request: pytest.FixtureRequest) -> Callable[[], str]:
     """A callable returning a fresh repository name on every call (for tests needing several)."""
     return lambda: unique_repo_name(request.node.name)
+
+
+@pytest.fixture
+def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """This test's own credential stores and helper (:mod:`tests.servers.credentials`)."""
+    return isolated(tmp_path, monkeypatch)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,55 +15,19 @@ import ocitransport
 from ocitransport import Request, authn, transport
 from ocitransport.transport import PUSH_SCOPE
 from tests.servers import raw
+from tests.servers.credentials import Env
 from tests.transport.test_registries import push_blob
 
-BIN = Path(__file__).resolve().parents[1] / "bin"  # docker-credential-ocitest
-
-
-class Keys:
-    """One test's private credential stores: $DOCKER_CONFIG/config.json and the helper's file."""
-
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.config_dir = tmp / "docker"
-        self.config_dir.mkdir()
-        self.helper_file = tmp / "helper-creds.json"
-        self.helper_log = tmp / "helper-log.jsonl"
-        monkeypatch.setenv("HOME", str(tmp))
-        monkeypatch.setenv("DOCKER_CONFIG", str(self.config_dir))
-        monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp / "no-runtime-dir"))
-        monkeypatch.delenv("OCITEST_HELPER_MODE", raising=False)
-        monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-        monkeypatch.setenv("OCITEST_CREDENTIALS_FILE", str(self.helper_file))
-        monkeypatch.setenv("OCITEST_HELPER_LOG", str(self.helper_log))
-
-    def config(self, data: dict[str, Any]) -> None:
-        (self.config_dir / "config.json").write_text(json.dumps(data))
-
-    def helper(self, server: str, username: str, secret: str) -> None:
-        self.helper_file.write_text(json.dumps({server: {"Username": username, "Secret": secret}}))
-
-    def helper_calls(self) -> list[dict[str, Any]]:
-        if not self.helper_log.exists():
-            return []
-        return [json.loads(line) for line in self.helper_log.read_text().splitlines()]
-
-
-@pytest.fixture
-def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Keys:
-    return Keys(tmp_path, monkeypatch)
-
-
-def _store(keys: Keys, source: str, host: str, username: str, password: str) -> None:
+def _store(env: Env, source: str, host: str, username: str, password: str) -> None:
     if source == "config":
         encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
-        keys.config({"auths": {host: {"auth": encoded}}})
+        env.docker({"auths": {host: {"auth": encoded}}})
     elif source == "credHelpers":
-        keys.config({"credHelpers": {host: "ocitest"}})
-        keys.helper(host, username, password)
+        env.docker({"credHelpers": {host: "ocitest"}})
+        env.helper_creds({host: (username, password)})
     else:  # credsStore: the helper answers for every registry, keyed by its server URL
-        keys.config({"credsStore": "ocitest"})
-        keys.helper(f"https://{host}", username, password)
+        env.docker({"credsStore": "ocitest"})
+        env.helper_creds({f"https://{host}": (username, password)})
 
 
 def _push_and_pull(rt: ocitransport.RoundTripper, base: str, repo: str, reg: Any) -> None:
@@ -82,14 +44,14 @@ SOURCES = ["config", "credHelpers", "credsStore"]
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_basic_registry(basic_registry, keys: Keys, repo_name: str, source: str) -> None:
-    _store(keys, source, basic_registry.host, basic_registry.username, basic_registry.password)
+def test_basic_registry(basic_registry, env: Env, repo_name: str, source: str) -> None:
+    _store(env, source, basic_registry.host, basic_registry.username, basic_registry.password)
     auth = authn.DefaultKeychain().resolve(basic_registry.host)
     assert auth is not authn.Anonymous
     with ocitransport.Client() as client:
         rt = transport.new(basic_registry.host, auth, client, [])
         _push_and_pull(rt, basic_registry.url, repo_name, basic_registry)
-    calls = keys.helper_calls()
+    calls = env.helper_calls()
     if source == "config":
         assert calls == []
     else:
@@ -98,9 +60,9 @@ def test_basic_registry(basic_registry, keys: Keys, repo_name: str, source: str)
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_bearer_registry(bearer_registry, keys: Keys, repo_name: str, source: str) -> None:
+def test_bearer_registry(bearer_registry, env: Env, repo_name: str, source: str) -> None:
     ts = bearer_registry.token_server
-    _store(keys, source, bearer_registry.host, bearer_registry.username, bearer_registry.password)
+    _store(env, source, bearer_registry.host, bearer_registry.username, bearer_registry.password)
     auth = authn.DefaultKeychain().resolve(bearer_registry.host)
     with ocitransport.Client() as client:
         rt = transport.new(bearer_registry.host, auth, client, [f"repository:{repo_name}:{PUSH_SCOPE}"])
@@ -109,13 +71,13 @@ def test_bearer_registry(bearer_registry, keys: Keys, repo_name: str, source: st
     seen = ts.requests_snapshot()
     assert [(r.username, r.status) for r in seen] == [(bearer_registry.username, 200)]
     assert seen[0].scopes == (f"repository:{repo_name}:push,pull",)
-    assert (len(keys.helper_calls()) == 1) == (source != "config")
+    assert (len(env.helper_calls()) == 1) == (source != "config")
 
 
-def test_helper_credentials_refused_is_a_clear_error(bearer_registry, keys: Keys) -> None:
+def test_helper_credentials_refused_is_a_clear_error(bearer_registry, env: Env) -> None:
     """A helper that hands out a stale password: one token request, a 401 naming no secret."""
     ts = bearer_registry.token_server
-    _store(keys, "credHelpers", bearer_registry.host, bearer_registry.username, "stale-Pa55word")
+    _store(env, "credHelpers", bearer_registry.host, bearer_registry.username, "stale-Pa55word")
     auth = authn.DefaultKeychain().resolve(bearer_registry.host)
     with ocitransport.Client() as client, pytest.raises(transport.Error) as info:
         transport.new(bearer_registry.host, auth, transport.new_retry(client), ["repository:a/b:pull"])
