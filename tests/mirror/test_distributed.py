@@ -253,8 +253,7 @@ def test_shared_blobs_are_uploaded_once_for_the_whole_cluster(
     dst = registry_factory(extra_config=ACCESS_LOG)
     plan, names = _plan(registry, dst.host, fleet)
     with DaskExecutor(client, default_limit=3) as executor:
-        report = executor.execute(plan, jobs=4, retries=3, keep_going=True, include_nondistributable=False,
-                                  progress=None)
+        report = executor.execute(plan, jobs=4, retries=3)
         assert report.ok, report.errors
         assert report.images_copied == REPOS * TAGS
         _assert_copied(dst, fleet, names)
@@ -278,8 +277,7 @@ def test_shared_blobs_are_uploaded_once_for_the_whole_cluster(
 
         # The same plan again: every key is done, nothing is resubmitted, the destination sees nothing.
         before = dst.log()
-        again = executor.execute(plan, jobs=4, retries=3, keep_going=True, include_nondistributable=False,
-                                 progress=None)
+        again = executor.execute(plan, jobs=4, retries=3)
         assert again.ok and again.images_copied == REPOS * TAGS
         assert dst.log() == before
 
@@ -335,8 +333,7 @@ def test_a_killed_worker_still_completes_the_run(
     plan, names = _plan(registry, dst.host, fleet)
     progress = _KillOnFirstImage(client, cluster)
     with DaskExecutor(client) as executor:
-        report = executor.execute(plan, jobs=4, retries=3, keep_going=True, include_nondistributable=False,
-                                  progress=progress)
+        report = executor.execute(plan, jobs=4, retries=3, progress=progress)
     assert progress.killed is not None
     assert report.ok, report.errors
     assert report.images_copied + report.images_skipped == REPOS * TAGS == len(progress.done)
@@ -356,8 +353,7 @@ def test_a_429_storm_pauses_the_cluster_instead_of_failing_it(
         plan, names = _plan(registry, proxy.host, fleet, repos=2)
         proxy.answer_status(429, times=3, retry_after=2, after=20)
         with DaskExecutor(client) as executor:
-            report = executor.execute(plan, jobs=4, retries=3, keep_going=True, include_nondistributable=False,
-                                      progress=None)
+            report = executor.execute(plan, jobs=4, retries=3)
         arrivals = list(proxy.arrivals)
     assert report.ok, report.errors
     assert report.images_copied == 2 * TAGS
@@ -385,8 +381,7 @@ def test_a_manifest_refused_for_an_unknown_blob_is_pushed_after_a_check(
         proxy.answer_status(400, times=2, codes=("DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN"), method="PUT",
                             path_contains="/manifests/", after=1)
         with DaskExecutor(client) as executor:
-            report = executor.execute(plan, jobs=4, retries=2, keep_going=True, include_nondistributable=False,
-                                      progress=None)
+            report = executor.execute(plan, jobs=4, retries=2)
         refused = [(m, p) for _, m, p, f in proxy.arrivals if f]
     assert len(refused) == 2
     assert report.ok, report.errors
@@ -409,8 +404,7 @@ def test_credentials_stay_on_the_workers(
         graph = executor.graph(plan)
         shipped = distributed.protocol.pickle.dumps(graph.specs())
         assert not any(s in shipped for s in secrets)
-        report = executor.execute(plan, jobs=2, retries=1, keep_going=True, include_nondistributable=False,
-                                  progress=None)
+        report = executor.execute(plan, jobs=2, retries=1)
         assert report.ok, report.errors
         assert report.images_copied == 2
         # What the scheduler holds for our tasks (their run specs, pickled) has no secret either.
@@ -471,8 +465,7 @@ def test_workers_do_not_pull_manifests_the_submit_side_read(
     plan = plan_repository(f"{src.host}/ship/app", f"{dst.host}/ship/app", referrers=False)
     assert not plan.errors and len(plan.units) == 3
     with DaskExecutor(client) as executor:
-        report = executor.execute(plan, jobs=2, retries=1, keep_going=True, include_nondistributable=False,
-                                  progress=None)
+        report = executor.execute(plan, jobs=2, retries=1)
     assert report.ok, report.errors
     gets = Counter(m.group(2) for m in _MANIFEST_GET.finditer(src.log()))
     assert gets and set(gets.values()) == {1}, gets
@@ -495,8 +488,7 @@ def test_pull_quota_reaches_the_report(client: Any, registry: RegistryServer,
     plan = plan_repository(f"{proxy.host}/{repo}", f"{dst.host}/{repo}", referrers=False)
     assert not plan.errors and len(plan.units) == 3
     with DaskExecutor(client) as executor:
-        report = executor.execute(plan, jobs=2, retries=1, keep_going=True, include_nondistributable=False,
-                                  progress=None)
+        report = executor.execute(plan, jobs=2, retries=1)
     assert report.ok, report.errors
     assert quota.remaining == 47  # one GET per image, all of them on the submitting side
     assert report.pull_quota == {proxy.host: {"remaining": 47, "limit": 100, "window_seconds": WINDOW}}

@@ -97,24 +97,33 @@ def _most_in_window(times: list[float], window: float) -> int:
     return max((bisect.bisect_right(times, t + window) - i for i, t in enumerate(times)), default=0)
 
 
+def _trickled_source(registry: RegistryServer, proxy_factory: Callable[..., FaultProxy], name: str, images: int,
+                     layer_size: int, *, seed: int) -> tuple[SourceRepo, FaultProxy, str]:
+    """``images`` one-layer images in a new repository, read through a proxy trickling every GET body at
+    1 KiB/s, and ``LIFETIME``-second tokens from then on; the source, the proxy, a destination name."""
+    rng = random.Random(seed + 66)
+    source = SourceRepo(unique_repo_name(f"{name}-src"))
+    for i in range(images):  # pushed with tokens minted in-process: not counted by the token server
+        image = raw.push_image(registry, source.repo, f"v{i:02d}", layers=[rng.randbytes(layer_size)])
+        source.tags[image.tag] = image.digest
+    proxy = proxy_factory(registry, seed=seed)
+    proxy.trickle_rate = 1024
+    proxy.match("GET")
+    proxy.set_rates(trickle=1.0)
+    ts = registry.token_server
+    assert ts is not None
+    ts.token_lifetime = LIFETIME
+    ts.expire_early = True
+    return source, proxy, unique_repo_name(f"{name}-dst")
+
+
 def test_two_second_tokens_through_a_twenty_second_mirror(
         bearer_registry: RegistryServer, proxy_factory: Callable[..., FaultProxy]) -> None:
     ts = bearer_registry.token_server
     assert ts is not None
-    rng = random.Random(77)
-    src_repo, dst_repo = unique_repo_name("tokens-src"), unique_repo_name("tokens-dst")
-    source = SourceRepo(src_repo)
-    for i in range(IMAGES):  # pushed with tokens minted in-process: not counted by the token server
-        image = raw.push_image(bearer_registry, src_repo, f"v{i:02d}", layers=[rng.randbytes(2048)])
-        source.tags[image.tag] = image.digest
-    proxy = proxy_factory(bearer_registry, seed=11)
-    proxy.trickle_rate = 1024
-    proxy.match("GET")
-    proxy.set_rates(trickle=1.0)
-    ts.token_lifetime = LIFETIME
-    ts.expire_early = True
+    source, proxy, dst_repo = _trickled_source(bearer_registry, proxy_factory, "tokens", IMAGES, 2048, seed=11)
     keychain = _Credentials(bearer_registry)
-    src, dst = f"{proxy.host}/{src_repo}", f"{bearer_registry.host}/{dst_repo}"
+    src, dst = f"{proxy.host}/{source.repo}", f"{bearer_registry.host}/{dst_repo}"
 
     with _TokenClock(ts, limit=40) as clock, ocitransport.Client() as client:
         plan = plan_repository(src, dst, client=client, keychain=keychain)
@@ -163,22 +172,11 @@ def test_tokens_that_die_before_their_expires_in(
     is recovered (the rejected token is dropped, the upload resumed with a new one)."""
     ts = bearer_registry.token_server
     assert ts is not None
-    rng = random.Random(78)
     images = 6
-    src_repo, dst_repo = unique_repo_name("dying-src"), unique_repo_name("dying-dst")
-    source = SourceRepo(src_repo)
-    for i in range(images):
-        image = raw.push_image(bearer_registry, src_repo, f"v{i:02d}", layers=[rng.randbytes(3072)])
-        source.tags[image.tag] = image.digest
-    proxy = proxy_factory(bearer_registry, seed=12)
-    proxy.trickle_rate = 1024
-    proxy.match("GET")
-    proxy.set_rates(trickle=1.0)
-    ts.token_lifetime = LIFETIME
-    ts.expire_early = True
+    source, proxy, dst_repo = _trickled_source(bearer_registry, proxy_factory, "dying", images, 3072, seed=12)
     ts.claimed_lifetime = 300
     keychain = _Credentials(bearer_registry)
-    src, dst = f"{proxy.host}/{src_repo}", f"{bearer_registry.host}/{dst_repo}"
+    src, dst = f"{proxy.host}/{source.repo}", f"{bearer_registry.host}/{dst_repo}"
     with ocitransport.Client() as client:
         plan = plan_repository(src, dst, client=client, keychain=keychain)
         assert not plan.errors and len(plan.units) == images

@@ -58,6 +58,7 @@ from http import HTTPStatus
 from typing import BinaryIO
 
 from tests.servers import process
+from tests.servers.listener import SocketServer
 
 _BLOCK = bytes(range(256)) * 256  # 64 KiB
 MAX_HEADER_BYTES = 256 * 1024
@@ -274,27 +275,21 @@ class _Connection:
             pass
 
 
-class FaultServer:
+class FaultServer(SocketServer):
     """The fault server; ``with FaultServer() as server: server.url`` or ``start()`` / ``stop()``."""
+
+    name = "faults"
 
     def __init__(self, host: str = process.LOOPBACK, idle_timeout: float = 30.0,
                  max_stall: float = 60.0) -> None:
-        self.bind_host = host
-        self.idle_timeout = idle_timeout
+        super().__init__(host, idle_timeout)
         self.max_stall = max_stall
-        self.port = 0
-        self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripts: dict[str | None, deque[Step | None]] = {}
         self._aliases: dict[str, str] = {}
         self.connections = 0
         self.active_connections = 0
         self.peak_connections = 0
-        self._stopping = threading.Event()
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._sockets: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
 
     # ------------------------------------------------------------------ public API
 
@@ -341,74 +336,14 @@ class FaultServer:
             self.connections = 0
             self.peak_connections = self.active_connections
 
-    def start(self) -> FaultServer:
-        family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.bind_host, 0))
-        listener.listen(512)
-        listener.settimeout(0.1)
-        self._listener = listener
-        self.port = int(listener.getsockname()[1])
-        self._stopping.clear()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"faults-{self.port}",
-                                               daemon=True)
-        self._accept_thread.start()
-        process.track(self)
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, cut every open connection, and join the threads (bounded)."""
-        self._stopping.set()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5)
-            self._accept_thread = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            sockets = list(self._sockets)
-            threads = list(self._threads)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 5
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        process.untrack(self)
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ serving
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stopping.is_set():
-            try:
-                sock, _addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            sock.settimeout(self.idle_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self.connections += 1
-                number = self.connections
-                self.active_connections += 1
-                self.peak_connections = max(self.peak_connections, self.active_connections)
-                self._sockets.add(sock)
-            thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True,
-                                      name=f"faults-{self.port}-conn-{number}")
-            with self._lock:
-                self._threads.add(thread)
-            thread.start()
+    def _admit(self, sock: socket.socket) -> int | None:
+        with self._lock:
+            self.connections += 1
+            self.active_connections += 1
+            self.peak_connections = max(self.peak_connections, self.active_connections)
+            return self.connections
 
     def _serve(self, sock: socket.socket, number: int) -> None:
         connection = _Connection(self, sock, number)
@@ -431,13 +366,10 @@ class FaultServer:
         finally:
             try:
                 connection.reader.close()
-                sock.close()
             except OSError:
                 pass
             with self._lock:
                 self.active_connections -= 1
-                self._sockets.discard(sock)
-                self._threads.discard(threading.current_thread())
 
     def _next_step(self, path: str) -> tuple[bool, Step | None]:
         with self._lock:

@@ -50,6 +50,7 @@ from http import HTTPStatus
 from typing import BinaryIO, NamedTuple
 
 from tests.servers import process
+from tests.servers.listener import SocketServer
 
 #: Every fault kind ``set_rates`` accepts.
 FAULT_KINDS = (
@@ -189,16 +190,8 @@ def _relay_body(reader: BinaryIO, head: _Head, emit: Callable[[bytes, int], bool
                         break
                 emit(trailer, 0)
                 return
-            if not emit(size_line, 0):
+            if not emit(size_line, 0) or not _relay_exact(reader, size, emit):
                 return
-            remaining = size
-            while remaining:
-                data = reader.read(min(remaining, _COPY))
-                if not data:
-                    raise _Dropped()
-                remaining -= len(data)
-                if not emit(data, len(data)):
-                    return
             crlf = reader.readline(8)
             if not emit(crlf, 0):
                 return
@@ -212,6 +205,12 @@ def _relay_body(reader: BinaryIO, head: _Head, emit: Callable[[bytes, int], bool
                 return
             if not emit(data, len(data)):
                 return
+    _relay_exact(reader, length, emit)
+
+
+def _relay_exact(reader: BinaryIO, length: int, emit: Callable[[bytes, int], bool]) -> bool:
+    """Relay exactly ``length`` bytes (``_Dropped`` when the stream ends first); ``False`` when ``emit``
+    asked to stop."""
     remaining = length
     while remaining:
         data = reader.read(min(remaining, _COPY))
@@ -219,7 +218,8 @@ def _relay_body(reader: BinaryIO, head: _Head, emit: Callable[[bytes, int], bool
             raise _Dropped()
         remaining -= len(data)
         if not emit(data, len(data)):
-            return
+            return False
+    return True
 
 
 def _reset(sock: socket.socket | None) -> None:
@@ -241,7 +241,7 @@ def _error_body(status: int, message: str) -> bytes:
     return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
 
 
-class FaultProxy:
+class FaultProxy(SocketServer):
     """HTTP/1.1-aware TCP proxy on 127.0.0.1 in front of ``upstream_host:upstream_port`` that injects
     faults chosen by a seeded RNG and rates, or scripted one-shot faults (see the module docstring).
 
@@ -250,7 +250,10 @@ class FaultProxy:
     matching requests).
     """
 
+    name = "proxy"
+
     def __init__(self, upstream_host: str, upstream_port: int, *, seed: int = 0) -> None:
+        super().__init__(process.LOOPBACK, idle_timeout=60)
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.seed = seed
@@ -262,7 +265,6 @@ class FaultProxy:
         #: headers Docker Hub puts on manifest answers); ``None``: answers pass as they are.
         self.add_headers: Callable[[str, str], list[tuple[str, str]]] | None = None
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()
         self._rates: dict[str, float] = {}
         self._match: tuple[str | None, str] = (None, "")
         self._scripts: list[_Script] = []
@@ -270,12 +272,7 @@ class FaultProxy:
         self._stats: Counter[str] = Counter()
         self._records: list[ProxyRecord] = []
         self._down = False
-        self._stopping = threading.Event()
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._sockets: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
-        self.port = 0
+        self._connection_number = 0
 
     # ------------------------------------------------------------------ addresses and lifecycle
 
@@ -286,44 +283,6 @@ class FaultProxy:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
-
-    def start(self) -> FaultProxy:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((process.LOOPBACK, 0))
-        listener.listen(512)
-        listener.settimeout(0.1)
-        self._listener = listener
-        self.port = int(listener.getsockname()[1])
-        self._stopping.clear()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"proxy-{self.port}",
-                                               daemon=True)
-        self._accept_thread.start()
-        process.track(self)
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, cut every open connection, and join the threads (bounded)."""
-        self._stopping.set()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5)
-            self._accept_thread = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self._cut_all()
-        with self._lock:
-            threads = list(self._threads)
-        deadline = time.monotonic() + 5
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        process.untrack(self)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ configuration
 
@@ -428,15 +387,6 @@ class FaultProxy:
         with self._lock:
             self._stats[key] += n
 
-    def _cut_all(self) -> None:
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
     def _track(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.add(sock)
@@ -446,36 +396,20 @@ class FaultProxy:
             with self._lock:
                 self._sockets.discard(sock)
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        number = 0
-        while not self._stopping.is_set():
-            try:
-                sock, _addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            with self._lock:
-                self._stats["connections"] += 1
-                down = self._down
-                refuse = "refuse" in self._rates and self._rng.random() < self._rates["refuse"]
-                if refuse and not down:
-                    self._stats["refuse"] += 1
-            if down:
-                self._count("refused_while_down")
-            if down or refuse:
-                _reset(sock)
-                continue
-            number += 1
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(60)
-            thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True,
-                                      name=f"proxy-{self.port}-conn-{number}")
-            with self._lock:
-                self._sockets.add(sock)
-                self._threads.add(thread)
-            thread.start()
+    def _admit(self, sock: socket.socket) -> int | None:
+        with self._lock:
+            self._stats["connections"] += 1
+            down = self._down
+            refuse = "refuse" in self._rates and self._rng.random() < self._rates["refuse"]
+            if refuse and not down:
+                self._stats["refuse"] += 1
+        if down:
+            self._count("refused_while_down")
+        if down or refuse:
+            _reset(sock)
+            return None
+        self._connection_number += 1  # the accept thread is the only writer
+        return self._connection_number
 
     def _choose(self, method: str, path: str, body_length: int | None = None) -> tuple[str, _Script | None]:
         """The fault for one request: a scripted one first, else one drawn from the rates."""
@@ -517,9 +451,6 @@ class FaultProxy:
             pass
         finally:
             session.close()
-            self._untrack(client)
-            with self._lock:
-                self._threads.discard(threading.current_thread())
 
 
 class _Session:
