@@ -98,6 +98,22 @@ def test_answer_status_is_scripted_and_one_shot(proxy: FaultProxy, image: raw.Pu
     assert [r.status for r in proxy.records] == [503, 503, 200, 429]
 
 
+def test_hold_request_delays_matching_requests_only(proxy: FaultProxy, image: raw.PushedImage) -> None:
+    proxy.hold_request(1.0, method="GET", path_contains="/blobs/")
+    took = []
+    for method in ("HEAD", "GET", "GET"):  # the HEAD does not match; the second GET finds the script used up
+        started = time.monotonic()
+        outcome = _get(proxy, _blob_path(image), method=method)
+        took.append(time.monotonic() - started)
+        assert not isinstance(outcome, BaseException) and outcome[0] == 200
+    assert took[1] >= 1.0 > took[0]
+    assert took[2] < 1.0
+    assert [r.fault for r in proxy.records] == ["", "hold", ""]
+    assert proxy.stats["hold"] == proxy.faults == 1
+    with pytest.raises(ValueError):
+        proxy.hold_request(-1)
+
+
 def test_rates_are_reproducible_from_the_seed(registry: RegistryServer, image: raw.PushedImage,
                                               proxy_factory: Callable[..., FaultProxy]) -> None:
     sequences = []

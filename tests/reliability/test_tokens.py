@@ -168,21 +168,38 @@ def test_two_second_tokens_through_a_twenty_second_mirror(
 def test_tokens_that_die_before_their_expires_in(
         bearer_registry: RegistryServer, proxy_factory: Callable[..., FaultProxy]) -> None:
     """A token server that claims 300 s but signs tokens the registry rejects after 1-2 s: the client
-    only learns from 401s, some of them on streamed blob uploads that cannot be replayed. Every one
-    is recovered (the rejected token is dropped, the upload resumed with a new one)."""
+    learns that a token died only from 401s. The destination is reached through a proxy that holds the
+    first ``held`` blob PUTs for longer than a token lives, so each reaches the registry with a dead
+    token: a 401 on a streamed body, which the Bearer layer cannot send again. Each is recovered (the
+    rejected token dropped, the upload resumed with a new one); the other 401s are replayed by the
+    Bearer layer itself."""
     ts = bearer_registry.token_server
     assert ts is not None
-    images = 6
-    source, proxy, dst_repo = _trickled_source(bearer_registry, proxy_factory, "dying", images, 3072, seed=12)
-    ts.claimed_lifetime = 300
+    images, held = 4, 3
+    rng = random.Random(12)
+    source = SourceRepo(unique_repo_name("dying-src"))
+    for i in range(images):  # pushed with tokens minted in-process: not counted by the token server
+        image = raw.push_image(bearer_registry, source.repo, f"v{i:02d}", layers=[rng.randbytes(3072)])
+        source.tags[image.tag] = image.digest
+    ts.token_lifetime, ts.expire_early, ts.claimed_lifetime = LIFETIME, True, 300
+    proxy = proxy_factory(bearer_registry, seed=12)
+    proxy.hold_request(LIFETIME + 0.5, method="PUT", path_contains="/blobs/uploads/", times=held)
     keychain = _Credentials(bearer_registry)
-    src, dst = f"{proxy.host}/{source.repo}", f"{bearer_registry.host}/{dst_repo}"
+    dst_repo = unique_repo_name("dying-dst")
+    src, dst = f"{bearer_registry.host}/{source.repo}", f"{proxy.host}/{dst_repo}"
     with ocitransport.Client() as client:
         plan = plan_repository(src, dst, client=client, keychain=keychain)
         assert not plan.errors and len(plan.units) == images
         report = execute(plan.units, client=client, keychain=keychain, jobs=2, retries=3)
-    print(f"\ntokens dying early: {report.summary()}; {ts.issued} tokens")
+    records = proxy.records
+    print(f"\ntokens dying early: {report.summary()}; {ts.issued} tokens; "
+          f"{sum(r.status == 401 for r in records)} of {len(records)} destination requests answered 401")
     assert report.ok, report.errors[:3]
     assert report.images_copied == images
-    assert report.retries >= 1  # streamed uploads met dead tokens and were resumed
+    # Every held PUT met a dead token ...
+    assert [r.status for r in records if r.fault == "hold"] == [401] * held
+    # ... and was resumed: the registry's upload status asked once for each, the blob then sent again.
+    status_checks = [r for r in records if r.method == "GET" and "/blobs/uploads/" in r.path and r.status == 204]
+    assert len(status_checks) == held
+    assert report.retries >= held
     check_destination(bearer_registry, dst_repo, source)

@@ -6,7 +6,7 @@ forwards everything else byte for byte. Each client connection gets its own upst
 
 Faults come from per-request probabilities drawn from a seeded RNG (:meth:`FaultProxy.set_rates`, applied
 to the requests :meth:`FaultProxy.match` selects) or from scripted one-shot faults (``cut_request_body``,
-``cut_response_body``, ``answer_status``), which take precedence. Fault kinds:
+``cut_response_body``, ``lose_response``, ``answer_status``, ``hold_request``), which take precedence. Fault kinds:
 
 =================  =========================================================================================
 ``refuse``         drawn per *connection* at accept time (no request is read yet, ``match`` does not
@@ -85,13 +85,14 @@ class ProxyRecord(_RecordFields):
 
 @dataclass
 class _Script:
-    kind: str  # "cut_request", "cut_response", "status", "reset_after"
+    kind: str  # "cut_request", "cut_response", "status", "reset_after", "hold"
     method: str | None
     path_contains: str
     times: int
     after: int = 0
     status: int = 0
     retry_after: str | None = None
+    seconds: float = 0.0
 
     def matches(self, method: str, path: str, body_length: int | None = None) -> bool:
         if self.kind == "cut_request" and body_length is not None and body_length <= self.after:
@@ -326,6 +327,15 @@ class FaultProxy(SocketServer):
         JSON error body; ``Retry-After: retry_after`` when given)."""
         self._add(_Script("status", method, path_contains, times, status=status, retry_after=retry_after))
 
+    def hold_request(self, seconds: float, *, method: str | None = None, path_contains: str = "",
+                     times: int = 1) -> None:
+        """The next ``times`` matching requests reach the registry ``seconds`` late: their head is held
+        (and their body left unread) before the request is forwarded and answered as usual (recorded as
+        ``hold``). What a congested network or a busy front end does to a request in flight."""
+        if seconds < 0:
+            raise ValueError("seconds must not be negative")
+        self._add(_Script("hold", method, path_contains, times, seconds=seconds))
+
     def _add(self, script: _Script) -> None:
         if script.times < 1:
             raise ValueError("times must be at least 1")
@@ -360,11 +370,11 @@ class FaultProxy(SocketServer):
     @property
     def stats(self) -> dict[str, int]:
         """Counters: ``requests``, ``connections``, one per fault kind (and ``cut_request``,
-        ``cut_response``, ``answer_status`` for scripts), ``request_body_bytes`` (forwarded upstream),
+        ``cut_response``, ``answer_status``, ``hold`` for scripts), ``request_body_bytes`` (forwarded upstream),
         ``response_body_bytes`` (forwarded to clients), ``refused_while_down`` (connections)."""
         with self._lock:
             out = {k: 0 for k in ("requests", "connections", "request_body_bytes", "response_body_bytes",
-                                  "cut_request", "cut_response", "answer_status", "refused_while_down",
+                                  "cut_request", "cut_response", "answer_status", "hold", "refused_while_down",
                                   *FAULT_KINDS)}
             out.update(self._stats)
             return out
@@ -373,7 +383,7 @@ class FaultProxy(SocketServer):
     def faults(self) -> int:
         """How many faults were injected so far (rates and scripts)."""
         stats = self.stats
-        return sum(stats[k] for k in (*FAULT_KINDS, "cut_request", "cut_response", "answer_status"))
+        return sum(stats[k] for k in (*FAULT_KINDS, "cut_request", "cut_response", "answer_status", "hold"))
 
     @property
     def records(self) -> list[ProxyRecord]:
@@ -604,6 +614,9 @@ class _Session:
                 self.close_client_gracefully()
                 return False
             return True
+
+        if kind == "hold" and script is not None:
+            proxy._stopping.wait(script.seconds)
 
         # Forward the request upstream.
         try:

@@ -18,6 +18,7 @@ from tests.servers import raw
 from tests.servers.credentials import Env
 from tests.transport.test_registries import push_blob
 
+
 def _store(env: Env, source: str, host: str, username: str, password: str) -> None:
     if source == "config":
         encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
