@@ -230,6 +230,10 @@ def _options(*, sync: bool) -> argparse.ArgumentParser:
                         help="retries per request and per blob (default 3" + (", or the file's)" if sync else ")"))
     common.add_argument("--include-nondistributable", action="store_true",
                         help="also copy foreign / non-distributable layers")
+    common.add_argument("--no-referrers", dest="referrers", action="store_false", default=None if sync else True,
+                        help="do not look for referrers (signatures, SBOMs, attestations) to copy along"
+                             + (" (overrides the file's)" if sync else "")
+                             + "; tags that are selected are copied whatever their names")
     return common
 
 
@@ -384,7 +388,7 @@ def _run_copy(args: argparse.Namespace) -> int:
                 "client": _wire(client, args), "platforms": args.platform or None, "jobs": args.jobs,
                 "retries": args.retries, "include_nondistributable": args.include_nondistributable,
                 "insecure": args.insecure, "keep_going": args.keep_going, "dry_run": args.dry_run,
-                "progress": progress}
+                "referrers": args.referrers, "progress": progress}
             if args.command == "copy":
                 report = mirror.copy(args.src, args.dst, **common)
             else:
@@ -468,7 +472,8 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
                           progress=progress, jobs=args.jobs, retries=args.retries,
                           keep_going=True if args.keep_going else None, platforms=args.platform or None,
                           include=args.include, exclude=args.exclude,
-                          include_nondistributable=args.include_nondistributable, insecure=args.insecure)
+                          include_nondistributable=args.include_nondistributable, insecure=args.insecure,
+                          referrers=args.referrers)
     except SyncConfigError as exc:
         _error(str(exc))
         return 2

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ocitransport import mirror
+from ocitransport.cli import main
 from ocitransport.client import Client
 from ocitransport.mirror.manifests import parse_manifest
 from ocitransport.mirror.referrers import cosign_tags, fallback_tag, is_referrer_tag
@@ -165,6 +166,62 @@ def test_referrers_false_copies_none(registry, dst_registry, make_repo_name, sig
     assert report.ok and report.images_copied == 1, report.errors
     assert raw.list_tags(dst_registry, dst_repo) == ["v1"]
     assert raw.get_manifest(dst_registry, dst_repo, signed["sig"][0]).status == 404
+
+
+def test_cli_no_referrers_copy_and_mirror(registry, dst_registry, make_repo_name, signed, capsys):
+    image = signed["image"]
+    dst = f"{dst_registry.host}/{make_repo_name()}"
+    status = main(["copy", "--json", "--no-referrers", image.reference, f"{dst}:v1"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert [i["destination"] for i in json.loads(out)["images"]] == [f"{dst}:v1"]
+    # Without the flag the same command brings them along (the flag is what made the difference).
+    status = main(["copy", "--json", image.reference, f"{dst}:v1"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert json.loads(out)["images_copied"] == 4  # the image itself was already there
+    # A mirror with --no-referrers takes tags as tags: cosign's and the fallback tags are copied as
+    # plain tags, one unit each, and no referrer is looked up by digest.
+    dst_repo = make_repo_name()
+    status = main(["mirror", "--json", "--no-referrers", f"{registry.host}/{signed['repo']}",
+                   f"{dst_registry.host}/{dst_repo}"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    source_tags = raw.list_tags(registry, signed["repo"])
+    assert sorted(i["destination"] for i in json.loads(out)["images"]) == sorted(
+        f"{dst_registry.host}/{dst_repo}:{t}" for t in source_tags)
+    assert sorted(raw.list_tags(dst_registry, dst_repo)) == sorted(source_tags)
+
+
+def test_sync_referrers_override(registry, dst_registry, make_repo_name, signed, tmp_path, capsys):
+    image = signed["image"]
+    name = signed["repo"].rsplit("/", 1)[-1]
+    config = {"destination": f"{dst_registry.host}/off", registry.host: {"images": {signed["repo"]: ["v1"]}}}
+    plan_only = mirror.sync(config, dry_run=True)
+    assert plan_only.ok and len(plan_only.images) == 5  # the file's default: referrers on
+    report = mirror.sync(config, referrers=False)
+    assert report.ok and report.images_copied == 1, report.errors
+    assert raw.list_tags(dst_registry, f"off/{name}") == ["v1"]
+    # The file says yes, the command line says no; and the other way round.
+    path = tmp_path / "sync.yaml"
+    path.write_text(f"destination: {dst_registry.host}/cli\n{registry.host}:\n  images:\n"
+                    f"    {signed['repo']}: [v1]\n  referrers: false\n")
+    status = main(["sync", "--json", "--dry-run", str(path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert len(json.loads(out)["images"]) == 1
+    config = {"destination": f"{dst_registry.host}/on",
+              registry.host: {"images": {signed["repo"]: ["v1"]}, "referrers": False}}
+    assert len(mirror.sync(config, dry_run=True, referrers=True).images) == 5
+    path.write_text(f"destination: {dst_registry.host}/cli\n{registry.host}:\n  images:\n"
+                    f"    {signed['repo']}: [v1]\n")
+    status = main(["sync", "--json", "--no-referrers", str(path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert json.loads(out)["images_copied"] == 1
+    assert raw.list_tags(dst_registry, f"cli/{name}") == ["v1"]
+    assert raw.get_manifest(dst_registry, f"cli/{name}", signed["sig"][0]).status == 404
+    assert raw.get_manifest(dst_registry, f"cli/{name}", "v1").body == image.manifest
 
 
 def test_referrer_of_a_failed_subject_is_not_copied(registry, dst_registry, make_repo_name):

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import inspect
 import logging
 import os
 import re
@@ -68,10 +67,9 @@ from ..authn import Authenticator, Basic, DefaultKeychain, Keychain, Target
 from ..exceptions import OCITransportError
 from ..name import Registry, Repository
 from ..roundtrip import RoundTripper
-from . import plan as _plan
 from .execute import Progress, execute_plan
 from .manifests import parse_platform
-from .plan import Plan, describe, plan_image, plan_repository
+from .plan import Plan, describe, plan_reference, plan_repository
 from .report import Report
 from .semver import Constraint, SemverError, parse_constraint
 from .session import MirrorError, PullQuota, Session
@@ -649,59 +647,41 @@ class PlanExecutor(Protocol):
 
 # ------------------------------------------------------------------------------------------- planning
 
-def _accepts(function: Any, keyword: str) -> bool:
-    try:
-        return keyword in inspect.signature(function).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return False
-
-
 async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = None,
                     platforms: Sequence[str] | None = None, include: Sequence[str] = (),
-                    exclude: Sequence[str] = (), insecure: bool = False) -> Plan:
+                    exclude: Sequence[str] = (), insecure: bool = False,
+                    referrers: bool | None = None) -> Plan:
     """The plan of a sync run: every selected image of every source, deduplicated by destination.
 
-    ``platforms`` overrides the file's; ``include`` / ``exclude`` add to every registry's filters;
-    ``insecure`` allows plain HTTP everywhere. Planning failures are ``Plan.errors``.
+    ``platforms`` and ``referrers`` override the file's when given; ``include`` / ``exclude`` add to
+    every registry's filters; ``insecure`` allows plain HTTP everywhere. Planning failures are
+    ``Plan.errors``.
     """
     jobs = jobs or config.jobs
     limit = asyncio.Semaphore(max(jobs, 1))
-    extra_referrers = _accepts(plan_repository, "referrers")
-    plan_reference = getattr(_plan, "plan_reference", None)
-    if plan_reference is not None and not _accepts(plan_reference, "referrers"):
-        plan_reference = None
 
     async def one(source: SourceRegistry, selection: ImageSelection) -> Plan:
         src = Repository(f"{source.registry}/{selection.repository}", insecure=insecure or source.insecure)
         dst = config.destination_repository(src, selection.repository)
         plats = tuple(platforms) if platforms else source.platforms
         unsafe = insecure or source.insecure
-        source = replace(source, include=(*source.include, *include), exclude=(*source.exclude, *exclude))
+        source = replace(source, include=(*source.include, *include), exclude=(*source.exclude, *exclude),
+                         referrers=source.referrers if referrers is None else referrers)
         async with limit:
             try:
                 listed: list[str] = []
                 if selection.needs_tag_list:
                     listed = await session.list_tags(await session.pull(src), src)
                 tags = source.filter(selection.select(listed))
-                kwargs: dict[str, Any] = {"tags": tags, "platforms": plats, "insecure": unsafe, "jobs": jobs}
-                if extra_referrers:
-                    kwargs["referrers"] = source.referrers
-                part = await plan_repository(session, src.name, dst, **kwargs)
+                part = await plan_repository(session, src.name, dst, tags=tags, platforms=plats, insecure=unsafe,
+                                             jobs=jobs, referrers=source.referrers)
             except (OCITransportError, ValueError) as exc:
                 return Plan(errors=[(src.name, describe(exc))])
-            for digest in selection.digests:
-                ref = f"{src.name}@{digest}"
-                if plan_reference is not None:  # the image and, with referrers, its referrers
-                    more = await plan_reference(session, ref, f"{dst}@{digest}", platforms=plats, insecure=unsafe,
-                                                referrers=source.referrers)
-                    part.units.extend(more.units)
-                    part.errors.extend(more.errors)
-                    continue
-                try:
-                    part.units.append(await plan_image(session, ref, f"{dst}@{digest}", platforms=plats,
-                                                       insecure=unsafe))
-                except (OCITransportError, ValueError) as exc:
-                    part.errors.append((ref, describe(exc)))
+            for digest in selection.digests:  # the image and, with referrers, its referrers
+                more = await plan_reference(session, f"{src.name}@{digest}", f"{dst}@{digest}", platforms=plats,
+                                            insecure=unsafe, referrers=source.referrers)
+                part.units.extend(more.units)
+                part.errors.extend(more.errors)
             if selection.needs_tag_list and not tags and not selection.digests:
                 log.info("%s: no tag selected (of %d listed)", src.name, len(listed))
             return part
@@ -738,11 +718,11 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
          dry_run: bool = False, progress: Progress | None = None, jobs: int | None = None,
          retries: int | None = None, keep_going: bool | None = None, platforms: Sequence[str] | None = None,
          include: Sequence[str] = (), exclude: Sequence[str] = (), include_nondistributable: bool = False,
-         insecure: bool = False) -> Report:
+         insecure: bool = False, referrers: bool | None = None) -> Report:
     """Mirror everything ``config`` (a :class:`SyncConfig`, a sync file path, or its data) selects.
 
-    ``destination`` overrides the file's; ``jobs`` / ``retries`` / ``keep_going`` / ``platforms``
-    override the file's when given; ``include`` / ``exclude`` add tag filters to every registry.
+    ``destination`` overrides the file's; ``jobs`` / ``retries`` / ``keep_going`` / ``platforms`` /
+    ``referrers`` override the file's when given; ``include`` / ``exclude`` add tag filters to every registry.
     Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
     (default: locally on ``client``, one event loop). ``dry_run`` plans and reports, writing nothing.
     Raises :class:`SyncConfigError` for a bad configuration; registry failures are in the report.
@@ -774,7 +754,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
         async def main() -> tuple[Plan, Report | None]:
             session = Session(transport, chain, retries=retries)
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
-                                   exclude=exclude, insecure=insecure)
+                                   exclude=exclude, insecure=insecure, referrers=referrers)
             log.info("planned %d images, %d planning errors", len(plan.units), len(plan.errors))
             if executor is not None and not dry_run:
                 planning.update(session.pull_quota)  # the HEADs of planning count too
