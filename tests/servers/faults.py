@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import socket
 import struct
-import threading
 import time
 import urllib.parse
 from collections import deque
@@ -631,13 +629,11 @@ def _error_body(code: str, message: str) -> bytes:
 
 def main() -> int:
     """Run a fault server in the foreground (``python -m tests.servers.faults``)."""
+    stop = process.stop_on_signals()
     with FaultServer() as server:
-        print(f"fault server: {server.url}  (Ctrl-C to stop)", flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-        stop.wait()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        if not stop.is_set():
+            print(f"fault server: {server.url}  (Ctrl-C to stop)", flush=True)
+            process.serve_until(stop)
     return 0
 
 

@@ -15,7 +15,6 @@ import http.client
 import os
 import pwd
 import shutil
-import signal
 import ssl
 import tempfile
 import time
@@ -237,26 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http2", action="store_true", help="HTTP/2 over TLS (implies --tls)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
+    stop = process.stop_on_signals()
     with NginxServer(big_mib=args.big_mib, tls_enabled=args.tls, http2=args.http2,
                      workers=args.workers) as server:
+        if stop.is_set():
+            return 0
         print(f"nginx:   {server.url}  small={server.small_url}" + (f"  big={server.big_url}" if args.big_mib else ""))
         if server.ca_file:
             print(f"CA file: {server.ca_file}")
         print("Ctrl-C to stop.", flush=True)
-        stop = False
-
-        def _on_signal(signum: int, frame: object) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)  # also when started in the background (SIGINT ignored)
-        try:
-            while not stop and server.running:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        process.serve_until(stop, lambda: server.running)
     return 0
 
 

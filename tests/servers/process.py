@@ -73,6 +73,29 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT and SIGTERM set from now on, instead of raising ``KeyboardInterrupt``.
+
+    The foreground commands (``python -m tests.servers.registry`` and the others) install it before they
+    start anything, so a signal at any moment - during start-up, while printing, while serving, a second
+    Ctrl-C during the stop - ends in a clean stop. It also replaces an inherited ``SIG_IGN`` (a command
+    started in the background by a non-interactive shell ignores SIGINT)."""
+    stop = threading.Event()
+
+    def _set(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _set)
+    signal.signal(signal.SIGINT, _set)
+    return stop
+
+
+def serve_until(stop: threading.Event, running: Callable[[], bool] = lambda: True) -> None:
+    """Block until ``stop`` is set or ``running()`` turns false (the server process died)."""
+    while not stop.wait(POLL_INTERVAL * 4) and running():
+        pass
+
+
 def tail(path: Path, limit: int = 4000) -> str:
     """The last ``limit`` characters of a log file (empty when it does not exist)."""
     try:

@@ -16,7 +16,6 @@ import http.client
 import json
 import secrets
 import shutil
-import signal
 import ssl
 import tempfile
 import time
@@ -299,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-lifetime", type=int, default=300, help="bearer token lifetime (s)")
     args = parser.parse_args(argv)
     options = {"token_lifetime": args.token_lifetime} if args.auth == "bearer" else {}
+    stop = process.stop_on_signals()
     with RegistryServer(auth=args.auth, tls_enabled=args.tls, mtls=args.mtls, http2=not args.no_http2,
                         token_server_options=options) as registry:
+        if stop.is_set():
+            return 0
         print(f"registry:     {registry.url}  (auth={registry.auth})")
         print(f"storage:      {registry.root}")
         for user, password in registry.users.items():
@@ -312,20 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         if registry.client_cert:
             print(f"client cert:  {registry.client_cert}\nclient key:   {registry.client_key}")
         print("Ctrl-C to stop.", flush=True)
-        stop = False
-
-        def _on_signal(signum: int, frame: object) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)  # also when started in the background (SIGINT ignored)
-        try:
-            while not stop and registry.running:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        process.serve_until(stop, lambda: registry.running)
     return 0
 
 
