@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Self
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,6 +29,9 @@ from tests.servers.fixtures import unique_repo_name
 from tests.servers.proxy import FaultProxy
 from tests.servers.registry import RegistryServer
 from tests.servers.token_server import TokenServer
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+
+    from typing_extensions import Self
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Self
+from typing import TYPE_CHECKING
 
 from tests.servers import process
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+
+    from typing_extensions import Self
 
 
 class SocketServer:
