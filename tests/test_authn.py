@@ -96,7 +96,10 @@ def test_auth_field_overrides_username_and_password() -> None:
         "not base64 at all " + SECRET,
         SECRET + "!!",
         "abcde",  # 1 mod 4: never valid base64
-        b64("alice:pw")[:-1] + "==",  # wrong padding
+        b64("alice:pw")[:-1] + "==",  # wrong padding (Python 3.10's binascii accepted it)
+        b64("alice:pw") + "=",  # too much padding
+        b64("alice:pw")[:4] + "=" + b64("alice:pw")[4:],  # padding inside
+        b64("alice:pw")[:-1] + "A===",  # three padding characters
         base64.b64encode(b"\xff\xfe:" + SECRET.encode()).decode(),  # not UTF-8
     ],
 )

@@ -104,14 +104,14 @@ class CredentialHelperError(AuthError):
 def _decode_auth(auth: str) -> tuple[str, str]:
     """``base64(user:pass)`` -> (user, pass); padded or unpadded, as go-containerregistry accepts."""
     text = auth.strip()
+    body = text.rstrip("=")
+    padding = len(text) - len(body)
+    # Checked here rather than left to binascii: before Python 3.11 it ignored data after padding
+    # ("YWxpY2U6cHc==" decoded), which Go's decoder refuses.
+    if "=" in body or padding > 2 or (len(text) % 4 if padding else len(body) % 4 == 1):
+        raise BadAuthConfig(_BAD_AUTH_MESSAGE)  # padded: whole quanta; unpadded: 1 mod 4 is never valid
     try:
-        if text.endswith("="):
-            raw = base64.b64decode(text, validate=True)
-        else:
-            # Unpadded (RawStdEncoding): a length of 1 mod 4 can never be valid base64.
-            if len(text) % 4 == 1:
-                raise BadAuthConfig(_BAD_AUTH_MESSAGE)
-            raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
         decoded = raw.decode("utf-8")
     except (binascii.Error, ValueError):
         # Never chain the original error: its message may quote part of the value.
