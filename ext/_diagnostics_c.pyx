@@ -27,6 +27,7 @@ cdef object index = _index
 __all__ = ["decode_error_body", "format_diagnostic", "format_error", "status_text", "is_temporary"]
 
 DEF MAX_DEPTH = 10000  # Go's encoding/json refuses deeper documents (scanner.go maxNestingDepth)
+DEF MAX_BODY_DEPTH = 512  # error bodies nested deeper give [] (the pure twin's docstring says why)
 cdef double MAX_FLOAT = 1.7976931348623157e308  # largest finite float64
 cdef str HEAD_SUFFIX = " (HEAD responses have no body, use GET for details)"
 
@@ -197,6 +198,32 @@ cdef object plain(object value, bint fixing):
     return root
 
 
+cdef bint too_deep(str text):
+    """Whether ``text`` nests brackets deeper than MAX_BODY_DEPTH outside JSON strings."""
+    cdef Py_ssize_t depth = 0
+    cdef bint in_string = False, escaped = False
+    cdef Py_UCS4 char
+    if text.count("[") + text.count("{") <= MAX_BODY_DEPTH:
+        return False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == u"\\":
+                escaped = True
+            elif char == u'"':
+                in_string = False
+        elif char == u'"':
+            in_string = True
+        elif char == u"[" or char == u"{":
+            depth += 1
+            if depth > MAX_BODY_DEPTH:
+                return True
+        elif char == u"]" or char == u"}":
+            depth -= 1
+    return False
+
+
 def decode_error_body(body):
     """The diagnostics of a registry error body ``{"errors": [{"code", "message", "detail"}]}``.
 
@@ -222,6 +249,8 @@ def decode_error_body(body):
         text = data.decode("utf-8", "surrogateescape")
         fixing = True
     text = text.strip(" \t\r\n")
+    if too_deep(text):
+        return []
     try:
         doc, end = scan(text, 0)
     except (ValueError, RecursionError, StopIteration):

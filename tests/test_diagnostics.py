@@ -152,6 +152,33 @@ def test_undecodable_bodies_give_nothing(impl, raw):
     assert impl.module.decode_error_body(raw) == []
 
 
+def _nested(levels: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    """An error body nested ``levels`` deep in all: three levels of envelope, the rest in ``detail``."""
+    inner = levels - 3
+    return b'{"errors":[{"code":"A","detail":' + opener * inner + closer * inner + b"}]}"
+
+
+def test_body_depth_limit_is_the_same_on_every_python(impl):
+    # 512 levels decode (any interpreter's JSON scanner manages that many), 513 do not, whatever the
+    # interpreter's own recursion limits are.
+    (deepest,) = impl.module.decode_error_body(_nested(512))
+    detail = deepest.detail
+    for _ in range(508):
+        (detail,) = detail
+    assert detail == []
+    assert impl.module.decode_error_body(_nested(513)) == []
+    assert impl.module.decode_error_body(_nested(513, b'{"a":', b"}")[:-3] + b"}]}") == []
+
+
+def test_brackets_in_strings_do_not_count_toward_the_depth(impl):
+    # JSON text: an escaped backslash, an escaped quote, then brackets - all inside the string.
+    body = b'{"errors":[{"code":"A","message":"' + rb'\\\"' + b"[{" * 600 + b'"}]}'
+    assert impl.module.decode_error_body(body) == [Diagnostic("A", '\\"' + "[{" * 600)]
+    # Closers inside a string do not throw the walk off either (600 brackets in all: the walk runs).
+    body = b'{"errors":[{"code":"A","message":"' + b"]" * 600 + b'","detail":' + b"[" * 100 + b"]" * 100 + b"}]}"
+    assert impl.module.decode_error_body(body)[0].message == "]" * 600
+
+
 def test_surrounding_json_whitespace_is_fine(impl):
     assert impl.module.decode_error_body(b' \r\n\t{"errors":[{"code":"A"}]}\n') == [Diagnostic("A")]
 

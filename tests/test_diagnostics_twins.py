@@ -54,6 +54,20 @@ def test_decode_arbitrary_bytes(py_impl, c_impl, raw):
 
 
 @settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=500, max_value=530), st.lists(st.sampled_from(['"', "\\", "[", "{", "]", "}", "a", ":", ","]),
+                                                        max_size=40), st.integers(min_value=0, max_value=600))
+def test_decode_near_the_depth_limit(py_impl, c_impl, depth, noise, at):
+    # Bodies around the 512-level limit, with quotes, escapes and brackets spliced in: the walk that
+    # decides "too deep" is the same in both twins.
+    inner = depth - 3
+    raw = b'{"errors":[{"code":"A","detail":' + b"[" * inner + b"]" * inner + b"}]}"
+    spliced = raw[:at] + "".join(noise).encode() + raw[at:]
+    for candidate in (raw, spliced):
+        assert texts(outcome(py_impl.decode_error_body, candidate)) == texts(
+            outcome(c_impl.decode_error_body, candidate))
+
+
+@settings(max_examples=150, deadline=None)
 @given(DOCS, st.booleans(), st.binary(max_size=3), st.integers(min_value=0, max_value=400))
 def test_decode_jsonish_bodies(py_impl, c_impl, doc, ensure_ascii, noise, at):
     raw = encode(doc, ensure_ascii)

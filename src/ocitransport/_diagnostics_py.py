@@ -20,8 +20,12 @@ Decoding follows what Go's ``encoding/json`` does when the seed unmarshals an er
   ``nil`` there and keeps decoding;
 - text that is not valid UTF-8 is decoded with one U+FFFD per invalid byte, and a ``\\uD800``-style
   lone surrogate becomes U+FFFD, as Go does; outside strings such bytes are a syntax error;
-- invalid JSON (including ``NaN``/``Infinity`` literals and trailing data), a document that is not
-  an object, and nesting deeper than the JSON library allows (or Go's 10000 levels) give ``[]``.
+- invalid JSON (including ``NaN``/``Infinity`` literals and trailing data) and a document that is
+  not an object give ``[]``;
+- so does a document nested deeper than 512 levels (brackets inside strings do not count). Deviation:
+  Go allows 10000; the limit is ours so that every Python version gives the same answer (how deep the
+  standard library's JSON scanner may recurse depends on the interpreter and on the caller's stack),
+  and no registry's error detail comes near it.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ if _typing.TYPE_CHECKING:
 
 __all__ = ["decode_error_body", "format_diagnostic", "format_error", "status_text", "is_temporary"]
 
-#: Go's encoding/json refuses documents nested deeper than this (scanner.go ``maxNestingDepth``).
+#: Go's encoding/json refuses documents nested deeper than this (scanner.go ``maxNestingDepth``);
+#: the bound for details given to :func:`format_diagnostic`.
 _MAX_DEPTH = 10000
+#: Error bodies nested deeper than this give ``[]`` (see the module docstring).
+_MAX_BODY_DEPTH = 512
 #: Largest finite float64; numbers beyond it are out of range for Go's ``strconv.ParseFloat``.
 _MAX_FLOAT = 1.7976931348623157e308
 _HEAD_SUFFIX = " (HEAD responses have no body, use GET for details)"
@@ -208,6 +215,31 @@ def _plain(value: Any, fix: bool) -> Any:
     return root
 
 
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` nests brackets deeper than ``_MAX_BODY_DEPTH`` outside JSON strings."""
+    if text.count("[") + text.count("{") <= _MAX_BODY_DEPTH:
+        return False  # the common case, without a walk
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "[" or char == "{":
+            depth += 1
+            if depth > _MAX_BODY_DEPTH:
+                return True
+        elif char == "]" or char == "}":
+            depth -= 1
+    return False
+
+
 def decode_error_body(body: bytes | bytearray | memoryview) -> list[_Diagnostic]:
     """The diagnostics of a registry error body ``{"errors": [{"code", "message", "detail"}]}``.
 
@@ -227,6 +259,8 @@ def decode_error_body(body: bytes | bytearray | memoryview) -> list[_Diagnostic]
         text = data.decode("utf-8", "surrogateescape")
         fix = True
     text = text.strip(" \t\r\n")
+    if _too_deep(text):
+        return []
     try:
         doc, end = _scan(text, 0)
     except (ValueError, RecursionError, StopIteration):
