@@ -540,7 +540,7 @@ class CredentialHelper:
             raise error(f"failed with exit status {returncode}{detail}")
         try:
             answer = json.loads(stdout)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise error("returned output that is not JSON") from None
         if not isinstance(answer, dict):
             raise error("returned JSON that is not an object")

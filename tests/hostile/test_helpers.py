@@ -52,6 +52,15 @@ def test_endless_stdout_is_cut_and_never_quoted(bin_dir: Path) -> None:
     assert time.monotonic() - start < 5
 
 
+def test_deeply_nested_output_is_not_json(bin_dir: Path) -> None:
+    # Nesting deeper than the JSON parser recurses is the same one-line error as any other non-JSON.
+    helper = _helper(bin_dir, "nested", "head -c 60000 /dev/zero | tr '\\0' '['\n")
+    with pytest.raises(CredentialHelperError) as info:
+        helper.get("r.example")
+    assert str(info.value) == ("credential helper docker-credential-nested returned output that is not JSON "
+                               "(registry r.example)")
+
+
 def test_endless_stderr_is_bounded_and_trimmed(bin_dir: Path) -> None:
     # 50 MB of noise on stderr, then a failure: the message quotes a trimmed start of it.
     helper = _helper(bin_dir, "noisy", "head -c 50000000 /dev/zero | tr '\\0' x >&2\nexit 1\n")

@@ -251,7 +251,8 @@ def test_referrer_of_a_failed_subject_is_not_copied(registry, dst_registry, make
 
 class _ReferrersRegistry(ThreadingHTTPServer):
     """Answers ``GET /v2/a/referrers/<digest>`` in two pages linked by ``Link``; ``/v2/b/...`` like a
-    registry without the API (404), ``/v2/c/...`` with an HTML page (a proxy's login form)."""
+    registry without the API (404), ``/v2/c/...`` with an HTML page (a proxy's login form), ``/v2/d/...``
+    with 200,000 nested brackets."""
 
     daemon_threads = True
 
@@ -288,6 +289,8 @@ class _ReferrersHandler(BaseHTTPRequestHandler):
             self._send(200, body, OCI_INDEX, link)
         elif self.path.startswith("/v2/b/referrers/"):
             self._send(404, b"404 page not found\n", "text/plain")
+        elif self.path.startswith("/v2/d/referrers/"):  # deeper than any JSON parser goes
+            self._send(200, b"[" * 200_000, OCI_INDEX)
         else:
             self._send(200, b"<html>sign in</html>", "text/html")
 
@@ -313,13 +316,13 @@ def test_list_referrers_follows_pages_and_spots_registries_without_the_api(refer
         with Client() as client:
             session = Session(client, keychain=None)
             out = []
-            for name in ("a", "b", "c"):
+            for name in ("a", "b", "c", "d"):
                 repo = Repository(f"{host}/{name}")
                 out.append(await session.list_referrers(await session.pull(repo), repo, subject))
             return out
 
-    paged, missing, html = asyncio.run(asyncio.wait_for(run(), 30))
+    paged, missing, html, deep = asyncio.run(asyncio.wait_for(run(), 30))
     assert [e["digest"] for e in paged] == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
     assert paged[0]["artifactType"] == SIG_TYPE
-    assert missing is None and html is None
+    assert missing is None and html is None and deep is None
     assert sum(p.startswith("/v2/a/referrers/") for p in referrers_registry.paths) == 2

@@ -317,7 +317,7 @@ class Session:
             ctype = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             try:
                 value = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
                 value = None
             manifests = value.get("manifests") if isinstance(value, dict) else None
             if not isinstance(manifests, list) or ctype not in (OCI_INDEX, "application/json", ""):
