@@ -27,7 +27,7 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
 from ocitransport.mirror import ImageResult, ImageUnit, Plan, plan_repository
-from ocitransport.mirror.distributed import DaskExecutor, LocalPauses, SharedLimits
+from ocitransport.mirror.distributed import PLUGIN_NAME, DaskExecutor, LocalPauses, SharedLimits
 from tests.servers import process, raw
 from tests.servers.faults import FaultServer
 from tests.servers.fixtures import require_registry, unique_repo_name
@@ -273,7 +273,13 @@ def test_shared_blobs_are_uploaded_once_for_the_whole_cluster(
         assert {name: n for name, (n, _) in sems.items() if name.endswith("-3")} == {
             f"ocitransport-registry-{registry.host}-3": len(digests) + REPOS * TAGS,
             f"ocitransport-registry-{dst.host}-3": len(digests) + REPOS * TAGS}
-        assert all(held == 0 for name, (_, held) in sems.items() if name.endswith("-3"))
+        workers = client.run(_leases_held).values()
+        assert sum(n for n, _ in workers) >= 2 and not any(held for _, held in workers)  # all given back
+        # The scheduler agrees, except for dask's own race: a Semaphore's periodic lease refresh that
+        # crosses its release puts the released lease back ("Refreshing an unknown lease ID"), until
+        # the lease timeout expires it. Such a lease is held by no worker, and there can be a few.
+        held = {name: n for name, (_, n) in sems.items() if name.endswith("-3")}
+        assert all(n <= 2 for n in held.values()), held
 
         # The same plan again: every key is done, nothing is resubmitted, the destination sees nothing.
         before = dst.log()
@@ -288,6 +294,13 @@ def test_shared_blobs_are_uploaded_once_for_the_whole_cluster(
         rerun = fresh.execute(plan2, jobs=4, retries=3, keep_going=True, include_nondistributable=False,
                               progress=None)
     assert rerun.ok and rerun.images_skipped == REPOS * TAGS and _blob_puts(dst) == puts
+
+
+def _leases_held(dask_worker: Any) -> tuple[int, int]:
+    """This worker's registry semaphores and the leases it still holds of them."""
+    state = getattr(dask_worker.plugins.get(PLUGIN_NAME), "_state", None)
+    sems = [] if state is None else list(state._semaphores.values())
+    return len(sems), sum(len(sem._leases) for sem in sems)
 
 
 def _semaphore_state(dask_scheduler: Any) -> dict[str, tuple[int, int]]:
