@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
+
+import pytest
 
 from ocitransport.cli import main
 from tests.servers import raw
@@ -82,6 +85,20 @@ def test_python_dash_m(registry, make_repo_name):
     assert out.returncode == 1
     assert json.loads(out.stdout)["ok"] is False
     assert out.stderr.startswith("ocitransport: error:")
+
+
+def test_version_names_the_build(capsys):
+    import pycurl
+
+    import ocitransport
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    build = "compiled twins" if ocitransport.COMPILED else "pure-Python twins"
+    assert out == f"ocitransport {ocitransport.__version__} ({build}); Python {platform.python_version()}; " \
+                  f"{pycurl.version}\n"
 
 
 # ------------------------------------------------------------------------------------------- sync

@@ -244,10 +244,33 @@ def _filters(parser: argparse.ArgumentParser) -> None:
                         help="skip tags matching (repeatable)")
 
 
+def _version() -> str:
+    """What a bug report needs: our version and build, Python's, pycurl's and libcurl's."""
+    import platform
+
+    import pycurl
+
+    from . import COMPILED, __version__
+
+    build = "compiled twins" if COMPILED else "pure-Python twins"
+    return f"{PROG} {__version__} ({build}); Python {platform.python_version()}; {pycurl.version}"
+
+
+class _Version(argparse.Action):
+    """``--version``: one line, unwrapped (argparse's own version action wraps it), built only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(_version())
+        parser.exit()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Copy and mirror container images between registries.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="debug logs, HTTP requests included (secrets redacted)")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version, the build (compiled or pure twins) and libcurl's, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     common = _options(sync=False)
 
