@@ -87,6 +87,33 @@ def test_python_dash_m(registry, make_repo_name):
     assert out.stderr.startswith("ocitransport: error:")
 
 
+@pytest.mark.parametrize("bypass", [False, True], ids=["proxied", "no_proxy"])
+def test_copy_honours_the_proxy_environment(registry, make_repo_name, proxy_factory, monkeypatch, capsys,
+                                            bypass):
+    """``http_proxy`` (libcurl reads the lower-case name only) carries every plain-HTTP request, as
+    with curl; ``no_proxy`` exempts hosts. The proxy here forwards to the registry itself."""
+    src_repo, dst_repo = make_repo_name(), make_repo_name()
+    image = raw.push_image(registry, src_repo, "v1")
+    proxy = proxy_factory(registry)
+    monkeypatch.setenv("http_proxy", proxy.url)
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    if bypass:
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+    status = main(["copy", "--json", image.reference, f"{registry.host}/{dst_repo}:v1"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert json.loads(out)["images_copied"] == 1
+    assert raw.get_manifest(registry, dst_repo, "v1").body == image.manifest
+    targets = [r.path for r in proxy.records]
+    if bypass:
+        assert targets == []
+    else:  # absolute-form request targets: the proxy got them as a forward proxy does
+        assert f"http://{registry.host}/v2/" in targets
+        assert f"http://{registry.host}/v2/{dst_repo}/manifests/v1" in targets
+        assert all(t.startswith(f"http://{registry.host}/v2/") for t in targets), targets
+
+
 def test_version_names_the_build(capsys):
     import pycurl
 
