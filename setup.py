@@ -33,7 +33,7 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any compiler failure means "no compiler here"
+        except Exception as exc:
             if REQUIRE_EXTENSIONS:
                 raise
             self._warn(exc)
@@ -41,7 +41,7 @@ class OptionalBuildExt(build_ext):
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if REQUIRE_EXTENSIONS:
                 raise
             self._warn(exc)

@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, sides in cells.items():
             runs: dict[str, list[Cell]] = {side: [] for side in sides}
             try:
-                for side, (run, _close, _meter) in sides.items():
+                for run, _close, _meter in sides.values():
                     run()  # warm-up: connections, tokens, code paths
                 for _ in range(args.repeat):
                     for side, (run, _close, meter) in sides.items():

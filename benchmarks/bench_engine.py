@@ -298,7 +298,7 @@ def bench_big(big_mib: int, tls_ok: bool) -> list[list[str]]:
                 if ca:
                     args += ["--cacert", ca]
                 args += ["--http2"] if "h2" in label else ["--http1.1"]
-                speeds = [float(subprocess.run(args + [server.big_url], capture_output=True, text=True,
+                speeds = [float(subprocess.run([*args, server.big_url], capture_output=True, text=True,
                                                check=True).stdout) for _ in range(3)]
                 curl_rate = statistics.median(speeds) / 2**20
             client = Client(verify=ca or True, http2="h2" in label)

@@ -212,7 +212,8 @@ class Bench:
         for name, runs in full.items():
             wall = _median(runs, "wall")
             rows.append([name, _fmt_s(wall), f"{wall / base:.2f}x" if base else "-",
-                         f"{total_mib / wall:.0f}", _fmt_s(_median(runs, "cpu")), _fmt_s(_median(runs, "registry_cpu"))])
+                         f"{total_mib / wall:.0f}", _fmt_s(_median(runs, "cpu")),
+                         _fmt_s(_median(runs, "registry_cpu"))])
         self.say()
         self.say(f"**(1) {a.images} images x {a.layers} layers x {a.mib:g} MiB, one repository** "
                  f"(median of {a.rounds}; target <= 0.25x skopeo sync)")

@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ocitransport  # noqa: E402
-from ocitransport import Request, authn, transport  # noqa: E402
-from ocitransport.transport.simple import PRODUCT, Scheme, UserAgent  # noqa: E402
-from tests.servers.nginx import NginxServer  # noqa: E402
+from tests.servers.nginx import NginxServer
+
+import ocitransport
+from ocitransport import Request, authn, transport
+from ocitransport.transport.simple import PRODUCT, Scheme, UserAgent
 
 
 def cpu() -> float:

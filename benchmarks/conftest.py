@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 import pytest
-
 from tests.conftest import Implementation, _compiled_available
 
 _IMPL_ID = re.compile(r"(c-extension|pure-python)")
@@ -32,9 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 )
 def impl(request: pytest.FixtureRequest) -> Implementation:
     implementation: Implementation = request.param
-    if not implementation.is_pure_python:
-        if not request.config.getoption("c_extensions") or not _compiled_available():
-            pytest.skip("the compiled twins are not built")
+    if not implementation.is_pure_python and (
+            not request.config.getoption("c_extensions") or not _compiled_available()):
+        pytest.skip("the compiled twins are not built")
     return implementation
 
 

@@ -47,8 +47,8 @@ class Run:
     def __init__(self, per_input: float, seed: int) -> None:
         self.per_input = per_input
         self.seed = seed
-        self.counts: dict[str, int] = {name: 0 for name in TARGETS}
-        self.slowest: dict[str, float] = {name: 0.0 for name in TARGETS}
+        self.counts: dict[str, int] = dict.fromkeys(TARGETS, 0)
+        self.slowest: dict[str, float] = dict.fromkeys(TARGETS, 0.0)
         self.failures: list[dict[str, Any]] = []
 
     def batch(self, target: Target, examples: int, turn: int) -> None:

@@ -251,7 +251,7 @@ def check_link(text: str) -> None:
 
 def check_rate_limit(text: str) -> None:
     quota = _only((), parse_pull_quota, {"RateLimit-Remaining": text, "RateLimit-Limit": text})
-    if quota is not None and not (0 <= quota.remaining and 0 <= quota.limit and 0 <= quota.window_seconds):
+    if quota is not None and not (quota.remaining >= 0 and quota.limit >= 0 and quota.window_seconds >= 0):
         raise UnexpectedError(f"negative pull quota from {text!r}: {quota}")
 
 

@@ -50,7 +50,8 @@ def test_one_value(py_impl, c_impl, value):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(HEADER_TEXT, WIRE_TEXT, STRUCTURED.map(Text)), max_size=4), st.sampled_from([list, tuple, iter]))
+@given(st.lists(st.one_of(HEADER_TEXT, WIRE_TEXT, STRUCTURED.map(Text)), max_size=4),
+       st.sampled_from([list, tuple, iter]))
 def test_several_values(py_impl, c_impl, values, container):
     assert outcome(py_impl.parse_challenges, container(values)) == outcome(c_impl.parse_challenges,
                                                                            container(values))

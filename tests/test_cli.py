@@ -124,8 +124,8 @@ def test_version_names_the_build(capsys):
     out = capsys.readouterr().out
     assert info.value.code == 0
     build = "compiled twins" if ocitransport.COMPILED else "pure-Python twins"
-    assert out == f"ocitransport {ocitransport.__version__} ({build}); Python {platform.python_version()}; " \
-                  f"{pycurl.version}\n"
+    assert out == (f"ocitransport {ocitransport.__version__} ({build}); Python {platform.python_version()}; "
+                   f"{pycurl.version}\n")
 
 
 # ------------------------------------------------------------------------------------------- sync

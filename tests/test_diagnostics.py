@@ -48,7 +48,8 @@ REGISTRY_BODIES = [
         id="dockerhub-toomanyrequests",
     ),
     pytest.param(  # Amazon ECR
-        b'{"errors":[{"code":"DENIED","message":"Your authorization token has expired. Reauthenticate and try again."}]}',
+        b'{"errors":[{"code":"DENIED","message":"Your authorization token has expired. '
+        b'Reauthenticate and try again."}]}',
         [Diagnostic("DENIED", "Your authorization token has expired. Reauthenticate and try again.")],
         "DENIED: Your authorization token has expired. Reauthenticate and try again.",
         id="ecr-denied",
@@ -268,7 +269,8 @@ def test_no_diagnostics_head_request_hint(impl):
     assert impl.module.format_error("HEAD", URL, 404, [], b"") == (
         f"HEAD {URL}: unexpected status code 404 Not Found" + HEAD_HINT
     )
-    assert impl.module.format_error("HEAD", URL, 404, [], b"x") == f"HEAD {URL}: unexpected status code 404 Not Found: x"
+    assert (impl.module.format_error("HEAD", URL, 404, [], b"x")
+            == f"HEAD {URL}: unexpected status code 404 Not Found: x")
 
 
 def test_no_diagnostics_raw_body_verbatim(impl):

@@ -21,7 +21,8 @@ NUMBERS = st.one_of(
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(), KEYS)
 JSONISH = st.recursive(
     SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(KEYS, st.text()), inner, max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.one_of(KEYS, st.text()), inner, max_size=4)),
     max_leaves=20,
 )
 ITEMS = st.one_of(st.dictionaries(KEYS, JSONISH, max_size=5), JSONISH)
@@ -54,8 +55,9 @@ def test_decode_arbitrary_bytes(py_impl, c_impl, raw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(min_value=500, max_value=530), st.lists(st.sampled_from(['"', "\\", "[", "{", "]", "}", "a", ":", ","]),
-                                                        max_size=40), st.integers(min_value=0, max_value=600))
+@given(st.integers(min_value=500, max_value=530),
+       st.lists(st.sampled_from(['"', "\\", "[", "{", "]", "}", "a", ":", ","]), max_size=40),
+       st.integers(min_value=0, max_value=600))
 def test_decode_near_the_depth_limit(py_impl, c_impl, depth, noise, at):
     # Bodies around the 512-level limit, with quotes, escapes and brackets spliced in: the walk that
     # decides "too deep" is the same in both twins.

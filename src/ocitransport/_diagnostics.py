@@ -16,8 +16,8 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         decode_error_body,
         format_diagnostic,
         format_error,
-        status_text,
         is_temporary,
+        status_text,
     )
 else:
     try:
@@ -25,8 +25,8 @@ else:
             decode_error_body,
             format_diagnostic,
             format_error,
-            status_text,
             is_temporary,
+            status_text,
         )
 
         COMPILED = True
@@ -37,8 +37,8 @@ else:
             decode_error_body,
             format_diagnostic,
             format_error,
-            status_text,
             is_temporary,
+            status_text,
         )
 
 __all__ = ["decode_error_body", "format_diagnostic", "format_error", "status_text", "is_temporary"]

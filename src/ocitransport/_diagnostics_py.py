@@ -492,7 +492,4 @@ def is_temporary(status: int, diagnostics: Sequence[_Diagnostic]) -> bool:
     _check_diagnostics(diagnostics, "is_temporary")
     if not diagnostics:
         return status in _TEMPORARY_STATUS
-    for d in diagnostics:
-        if d.code not in _TEMPORARY_CODES:
-            return False
-    return True
+    return all(d.code in _TEMPORARY_CODES for d in diagnostics)

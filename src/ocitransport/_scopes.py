@@ -13,19 +13,19 @@ from ._compat import NO_EXTENSIONS, REQUIRE_EXTENSIONS
 COMPILED = False
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._scopes_py import (
-        repository_scope,
-        registry_scope,
         merge_scopes,
         parse_scope,
+        registry_scope,
+        repository_scope,
         token_query,
     )
 else:
     try:
         from ._scopes_c import (  # type: ignore[import-not-found]
-            repository_scope,
-            registry_scope,
             merge_scopes,
             parse_scope,
+            registry_scope,
+            repository_scope,
             token_query,
         )
 
@@ -34,10 +34,10 @@ else:
         if REQUIRE_EXTENSIONS:
             raise
         from ._scopes_py import (
-            repository_scope,
-            registry_scope,
             merge_scopes,
             parse_scope,
+            registry_scope,
+            repository_scope,
             token_query,
         )
 

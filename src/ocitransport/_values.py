@@ -9,6 +9,11 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+# The compiled twins fill Challenge's and Scope's __slots__ through their member descriptors, by name
+# and in this order (ext/_capi.pxd ``slot_member``): a reordered tuple makes the compiled module refuse to
+# import, and without OCITRANSPORT_REQUIRE_EXTENSIONS the package quietly falls back to the pure twins.
+# Keep the order; tests/test_values.py guards it, and ruff's RUF023 (sort __slots__) stays off.
+
 
 class Challenge:
     """One ``WWW-Authenticate`` challenge.
@@ -112,7 +117,7 @@ class Scope:
 
     __slots__ = ("type", "name", "actions")
 
-    def __init__(self, type: str, name: str, actions: tuple[str, ...]) -> None:  # noqa: A002
+    def __init__(self, type: str, name: str, actions: tuple[str, ...]) -> None:
         self.type = type
         self.name = name
         self.actions = actions

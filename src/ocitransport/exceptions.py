@@ -27,7 +27,7 @@ class ConnectError(TransportError):
     """The connection could not be established (refused, DNS failure, unreachable)."""
 
 
-class TimeoutError(TransportError):  # noqa: A001 - a registry-level name, distinct from the builtin
+class TimeoutError(TransportError):
     """A connect, total or low-speed (stall) timeout expired."""
 
 

@@ -107,5 +107,6 @@ def test_failing_helper_with_credentials_on_stdout_quotes_nothing_of_them(bin_di
     helper = _helper(bin_dir, "half", f"echo '{{\"Secret\": \"{SECRET}\"}}'\necho 'locked' >&2\nexit 2\n")
     with pytest.raises(CredentialHelperError) as info:
         helper.get("r.example")
-    assert str(info.value) == "credential helper docker-credential-half failed with exit status 2: locked (registry r.example)"
+    assert str(info.value) == ("credential helper docker-credential-half failed with exit status 2: locked "
+                               "(registry r.example)")
     assert SECRET not in repr(info.value)

@@ -82,7 +82,8 @@ def test_filter_index_skips_entries_that_are_not_objects() -> None:
 
 @pytest.mark.parametrize("digest, ok", [
     ("sha256:" + HEX, True), ("sha512:" + "ab" * 64, True), ("sha256:" + HEX.upper(), False),
-    ("sha256:" + HEX[:-1], False), ("sha256:../x", False), ("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", True),
+    ("sha256:" + HEX[:-1], False), ("sha256:../x", False),
+    ("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", True),
     ("sha256", False), (":abc", False), ("sha256:" + HEX + "\n", False), (None, False), ("a:" + "b" * 2000, False),
 ])
 def test_valid_digest(digest: object, ok: bool) -> None:

@@ -78,7 +78,7 @@ def test_library_mirror_logs_reports_and_errors_hold_no_secret(
         "failed report": failed.to_json() + failed.summary() + repr(failed),
         "reprs": repr(auth) + str(auth) + repr(auth.authorization()) + str(auth.authorization()),
     }
-    assert any("DEBUG" == r.levelname for r in caplog.records), "no DEBUG record: logging was not captured"
+    assert any(r.levelname == "DEBUG" for r in caplog.records), "no DEBUG record: logging was not captured"
     _assert_clean(texts, _secrets(basic_registry, bearer_registry, wrong))
 
 

@@ -41,7 +41,7 @@ def populate(registry: RegistryServer, repo: str, *, images: int, indexes: int, 
     pool = [rng.randbytes(rng.choice((1024, 8 * 1024, 64 * 1024, 256 * 1024))) for _ in range(8)]
     source = SourceRepo(repo)
     # Draw everything first (reproducible), then push on a few threads (the registry does the work).
-    plain = [(f"img-{i:03d}", rng.sample(pool, rng.randint(1, 3)) + [rng.randbytes(rng.randint(200, 4096))])
+    plain = [(f"img-{i:03d}", [*rng.sample(pool, rng.randint(1, 3)), rng.randbytes(rng.randint(200, 4096))])
              for i in range(images)]
     multi = [(i, [(arch, [rng.choice(pool), rng.randbytes(512)]) for arch in ("amd64", "arm64")])
              for i in range(indexes)]

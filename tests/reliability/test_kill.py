@@ -58,7 +58,7 @@ def _populate(registry: RegistryServer, repo: str, rng: random.Random) -> Source
 
 
 def _mirror(src: str, dst: str, config_dir: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "DOCKER_CONFIG": str(config_dir)}
     return subprocess.Popen([sys.executable, "-m", "ocitransport", "mirror", src, dst, "--jobs", "4",
                              "--keep-going", "--retries", "2", "--json", "--quiet"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

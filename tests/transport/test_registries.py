@@ -45,7 +45,8 @@ def push_blob(rt: ocitransport.RoundTripper, base: str, repo: str, data: bytes) 
     return digest
 
 
-def push_manifest(rt: ocitransport.RoundTripper, base: str, repo: str, tag: str, blobs: list[bytes]) -> tuple[str, bytes]:
+def push_manifest(rt: ocitransport.RoundTripper, base: str, repo: str, tag: str,
+                  blobs: list[bytes]) -> tuple[str, bytes]:
     config = b"{}"
     cfg = push_blob(rt, base, repo, config)
     layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": push_blob(rt, base, repo, b),

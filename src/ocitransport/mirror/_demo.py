@@ -115,7 +115,8 @@ def _push_blob(client: Any, host: str, repo: str, data: bytes) -> dict[str, Any]
     return {"digest": digest, "size": len(data)}
 
 
-def _push_manifest(client: Any, host: str, repo: str, ref: str, value: dict[str, Any], media_type: str) -> dict[str, Any]:
+def _push_manifest(client: Any, host: str, repo: str, ref: str, value: dict[str, Any],
+                   media_type: str) -> dict[str, Any]:
     raw = json.dumps(value, indent=2).encode()
     response = client.put(f"http://{host}/v2/{repo}/manifests/{ref}", body=raw,
                           headers={"Content-Type": media_type})
