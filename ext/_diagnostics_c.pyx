@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Compiled twin of ``ocitransport._diagnostics_py``: registry error bodies, decoded and printed as
-the seed (go-containerregistry) does.
+go-containerregistry does.
 
 Same rules, results and exceptions as the pure twin (its docstring states the decoding rules). Both
 decode with the standard library's C JSON scanner; this twin walks the result and prints Go's ``%v``
@@ -506,7 +506,7 @@ cdef check_diagnostics(object diagnostics, str caller):
 
 
 def format_error(method, url, status, diagnostics, body):
-    """The seed's ``Error.Error()`` text for a failed response (reference §1.4).
+    """go-containerregistry's ``Error.Error()`` text for a failed response (transport/error.go).
 
     ``url`` must already be redacted; the ``"METHOD URL: "`` prefix appears only when both are given.
     """
@@ -540,7 +540,7 @@ def format_error(method, url, status, diagnostics, body):
 
 
 def is_temporary(status, diagnostics):
-    """The seed's ``Error.Temporary()`` rules 2 and 3 (reference §1.5).
+    """go-containerregistry's ``Error.Temporary()`` rules 2 and 3 (transport/error.go).
 
     Without diagnostics: the status is 408, 429, 500, 502, 503 or 504. With diagnostics: every code is
     one of BLOB_UPLOAD_INVALID, TOOMANYREQUESTS, UNKNOWN, UNAVAILABLE.

@@ -1,4 +1,4 @@
-"""Dispatcher for registry error bodies: decoding and the seed"s message formats.
+"""Dispatcher for registry error bodies: decoding and go-containerregistry's message formats.
 
 Picks the compiled twin (``ocitransport._diagnostics_c``) unless ``OCITRANSPORT_NO_EXTENSIONS`` is set or it is
 not built, else the pure twin (``ocitransport._diagnostics_py``). Nothing else imports a twin directly.

@@ -1,10 +1,10 @@
-"""Pure-Python twin: registry error bodies, decoded and printed as the seed (go-containerregistry) does.
+"""Pure-Python twin: registry error bodies, decoded and printed as go-containerregistry does.
 
 The compiled twin (``ext/_diagnostics_c.pyx``) gives the same results and raises the same exceptions
 on every input; ``tests/test_diagnostics_twins.py`` checks that.
 
-Decoding follows what Go's ``encoding/json`` does when the seed unmarshals an error body into its
-``Error`` struct and ignores the error (reference §2.10):
+Decoding follows what Go's ``encoding/json`` does when go-containerregistry unmarshals an error body into
+its ``Error`` struct and ignores the error (pkg/v1/remote/transport/error.go, ``CheckError``):
 
 - keys match case-insensitively, folded as Go folds them (ASCII case, plus ``K``, ``ſ``, ``İ`` and
   ``ı``, which Go's ``ToUpper(ToLower(r))`` maps onto ASCII letters);
@@ -452,7 +452,7 @@ def format_error(
     diagnostics: Sequence[_Diagnostic],
     body: bytes | bytearray | memoryview,
 ) -> str:
-    """The seed's ``Error.Error()`` text for a failed response (reference §1.4).
+    """go-containerregistry's ``Error.Error()`` text for a failed response (transport/error.go).
 
     ``url`` must already be redacted; the ``"METHOD URL: "`` prefix appears only when both are given.
     """
@@ -483,7 +483,7 @@ def format_error(
 
 
 def is_temporary(status: int, diagnostics: Sequence[_Diagnostic]) -> bool:
-    """The seed's ``Error.Temporary()`` rules 2 and 3 (reference §1.5).
+    """go-containerregistry's ``Error.Temporary()`` rules 2 and 3 (transport/error.go).
 
     Without diagnostics: the status is 408, 429, 500, 502, 503 or 504. With diagnostics: every code is
     one of BLOB_UPLOAD_INVALID, TOOMANYREQUESTS, UNKNOWN, UNAVAILABLE.

@@ -1,4 +1,4 @@
-"""Dispatcher for response heads: libcurl"s raw header lines to status, reason, version and headers.
+"""Dispatcher for response heads: libcurl's raw header lines to status, reason, version and headers.
 
 Picks the compiled twin (``ocitransport._heads_c``) unless ``OCITRANSPORT_NO_EXTENSIONS`` is set or it is
 not built, else the pure twin (``ocitransport._heads_py``). Nothing else imports a twin directly.

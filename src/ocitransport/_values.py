@@ -86,7 +86,7 @@ class Diagnostic:
 
     ``code`` is a plain ``str`` (registries send codes outside the spec); compare it with ``ErrorCode``
     members directly, they are ``str`` too. ``str()`` gives ``"CODE: message"`` or
-    ``"CODE: message; detail"`` with the detail printed as the seed prints it.
+    ``"CODE: message; detail"`` with the detail printed as go-containerregistry prints it.
     """
 
     __slots__ = ("code", "message", "detail")

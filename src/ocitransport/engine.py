@@ -1,70 +1,9 @@
 """The I/O engine: one ``pycurl.CurlMulti`` drives every transfer of a Client.
 
-How it is driven was decided by measurement (client CPU per small pooled request; reference
-numbers in ``shared/reference/engine-costs.md``, ours from ``benchmarks/bench_engine.py``):
-
-* **perform() + select(), never socket_action from Python.** ``fdset()`` plus one wake pipe;
-  socket_action costs ~8 us/request more (2 ``epoll_ctl`` and 2-3 Python callbacks per request).
-* **Whoever waits, drives.** A thread that needs a result - ``request()``, ``map()``,
-  ``Future.result()``, a streaming body's ``read()`` - takes the *drive lock* if it is free and runs
-  the loop itself until its own result is in, completing everybody else's transfers on the way
-  (the caller-driven design, reference "B": no thread hand-off on the common paths). A waiter that
-  finds the lock taken announces itself (``_blocked``) and blocks on a one-shot lock; a driver that
-  lets go of the lock hands it to such a waiter, so sync callers keep driving themselves.
-* **One loop thread, only for work nobody drives.** asyncio requests (their loop must not block)
-  are driven by a single lazily started thread at once; ``submit()`` futures get a 2 ms grace
-  first, because their owner usually comes back and drives in ``result()`` - the thread takes over
-  only work that nobody drove for that long (futures with callbacks and no ``result()``).
-* **asyncio** results go back with ``loop.call_soon_threadsafe``, batched: one call per event loop
-  per engine turn. (Driving curl on the caller's loop over a private epoll measured ~38 us in the
-  reference and needs socket_action; this design measured no worse and shares all code paths.)
-* Completions are a flag plus, only if the waiter really blocked, one ``threading.Lock`` release:
-  no ``Condition``/``Event`` per request. ``submit()`` returns a ``concurrent.futures.Future``
-  subclass that builds its ``Condition`` only when something blocks on it without driving.
-* Per request only what changed is set: a pooled handle keeps URL, method, header list, timeouts
-  and callbacks from its last transfer. Header lists are shared per distinct header set (layers
-  send the same token and user agent every time), so an unchanged HTTPHEADER is neither rebuilt
-  nor set again. A buffered transfer's head lines and body land in per-handle lists bound to
-  HEADERFUNCTION/WRITEFUNCTION once; a streaming transfer's head lines go to a list too (no
-  Python call per header line) and the driver looks for the end of the head after each turn.
-  Redirect following costs nothing until a 3xx.
-* No reference cycles per request: a finished stream lets go of its transfer, so responses are
-  freed by reference counting (cyclic-GC passes over engine objects showed up as ~5 us/request).
-* Client CPU per request also depends on the machine: against a server on the same box every
-  request costs a context switch, after which Python code runs on cold caches; the layers above
-  (adapters, registry layers, the host library) then cost ~2-3x their in-isolation time.
-
-Measured with ``benchmarks/bench_engine.py`` on this 2-core box (nginx ``/small`` on 127.0.0.1,
-5,000 requests, 64 in flight, median of 5 round-robin rounds; the box was shared with other jobs,
-load average 2-4, so absolute numbers are noisy and the per-round ratio is the figure to read):
-
-====================================  ===========  ===========
-client                                HEAD us/req  vs raw loop
-====================================  ===========  ===========
-raw pycurl CurlMulti loop (the limit)   22.7          1.00x
-``Client.map``                          33.6          1.45x (GET 1.54x)
-``Client.submit`` + ``result()``        44.3          1.71x (GET 2.53x, noisy)
-``AsyncClient``, 64 tasks               31.5          1.33x (GET 2.02x)
-``Client.request`` from 64 threads      94.6          4.19x (64 threads contend for the GIL)
-requests.Session, 64 threads           842            37x
-httpx.AsyncClient, 64 tasks           1362            62x
-====================================  ===========  ===========
-
-Big bodies: 256 MiB over HTTP/1.1 at 1,320 MiB/s into a sink (curl -o /dev/null: 1,200 MiB/s),
-peak RSS growth < 2 MiB; streamed reads are bounded by ``HIGH_WATER``.
-
-libcurl facts this relies on:
-  * ``curl_easy_pause`` must be called from the thread driving the multi: unpause requests from
-    readers go through the control queue and are applied by whoever drives next.
-  * A write callback returning ``CURL_WRITEFUNC_PAUSE`` has *not* consumed the data; libcurl
-    delivers the same bytes again after unpausing, and it does not time out paused transfers.
-  * libcurl's low-speed check averages the speed over up to ~5 s of samples, so after a burst a
-    stall shows seconds late: the engine checks progress itself every ``STALL_CHECK`` seconds.
-  * ``curl_multi_fdset`` leaves out sockets >= FD_SETSIZE (1024); the select timeout is capped at
-    ``MAX_WAIT`` so such transfers still move, slowly (TODO: an epoll path for huge fd counts).
-  * The pycurl wheel's libcurl looks for CAs at a RHEL path; the system bundle is found with
-    ``ssl.get_default_verify_paths()`` and set as ``CAINFO``/``CAPATH``.
-  * A sync iterator request body is read on the driving thread: it must not block for long.
+Whoever waits for a result drives the multi handle (``perform()`` + ``select()``) until that result is in,
+completing everybody else's transfers on the way; one lazily started loop thread serves only work nobody
+drives (asyncio requests, futures left alone). docs/architecture.md gives the reasons for each choice and
+the libcurl behaviour this relies on; README.md has the measured costs.
 """
 
 from __future__ import annotations
