@@ -21,7 +21,8 @@ class Error(OCITransportError):
 
     ``errors`` holds the diagnostics of the registry's JSON error body (empty when it sent none);
     ``status_code`` the HTTP status; ``request`` the request that got it (or ``None``).
-    ``str(error)`` follows go-containerregistry (pkg/v1/remote/transport/error.go): ``"GET https://r/v2/a/manifests/x: MANIFEST_UNKNOWN: manifest unknown"``.
+    ``str(error)`` follows go-containerregistry (pkg/v1/remote/transport/error.go):
+    ``"GET https://r/v2/a/manifests/x: MANIFEST_UNKNOWN: manifest unknown"``.
     """
 
     def __init__(
