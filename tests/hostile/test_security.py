@@ -230,5 +230,7 @@ def test_storage_error_body_and_signed_location_stay_out_of_errors(fault_server:
         return str(caught.value)
 
     message = _run(fault_server, work)
-    assert "storage answered SignatureDoesNotMatch" in message and "X-Amz-Signature=REDACTED" in message
+    assert message.startswith(f"GET {fault_server.url_for(f'/v2/hostile/repo/blobs/{DIGEST}')}: unexpected status "
+                              f"code 403 Forbidden: from storage {other.url_for('/data')}?X-Amz-Credential=REDACTED"
+                              "&X-Amz-Signature=REDACTED: SignatureDoesNotMatch"), message
     assert "AKIAHOSTILEKEY" not in message and "5ec7e75160a75e" not in message

@@ -133,13 +133,16 @@ def _public(url: str) -> str:
 
 async def _check_blob_answer(response: Response, registry_url: str) -> None:
     """Raise ``transport.Error`` for a failed blob answer. When it came from storage (after a redirect)
-    its body is not quoted: S3's error documents repeat the presigned request (``<SignatureProvided>``,
-    ``<StringToSign>``, the access key id); only the storage's error code is kept."""
+    the error names the registry's URL and the storage's (redacted), and does not quote the body: S3's
+    error documents repeat the presigned request (``<SignatureProvided>``, ``<StringToSign>``, the
+    access key id), so only the storage's error code is kept."""
     body = await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
-    if authority(response.url or registry_url) != authority(registry_url):
+    final_url = response.url or registry_url
+    if authority(final_url) != authority(registry_url):
         code = re.search(rb"<Code>([A-Za-z0-9.]{1,64})</Code>", body)
-        body = b"storage answered " + code.group(1) if code else b""
-        raise transport.Error(response.status, request=response.request, body=body)
+        detail = f"from storage {_public(final_url)}: {code.group(1).decode() if code else 'no error code'}"
+        method = response.request.method if response.request is not None else "GET"
+        raise transport.Error(response.status, request=Request(method, registry_url), body=detail.encode())
     raise make_error(response, body)
 
 
