@@ -401,9 +401,8 @@ class Session:
         present, a 404 from the registry itself absent. Any other answer is not trusted for a blob
         HEAD: presigned URLs are signed for one method, and GHCR, Pulp or GitLab's virtual registries
         redirect a HEAD to a GET-signed URL that answers 403 to it; ECR Public answers 401 to blob
-        HEADs. Then a ``GET`` of ``Range: bytes=0-0`` decides (as skopeo's fallback does for HEAD
-        failures, containers/image docker/docker_image_dest.go): 200/206 present (416 too, the answer
-        for an empty blob), 404 absent, anything else raises ``transport.Error``."""
+        HEADs. Then a ``GET`` of ``Range: bytes=0-0`` (one byte at most) decides: 200/206 present (416
+        too, S3's answer for an empty object), 404 absent, anything else raises ``transport.Error``."""
         url = self.url(repo, "blobs", digest)
         response = await self._follow(rt, Request("HEAD", url))
         response.close()
