@@ -190,7 +190,8 @@ def redact_headers(headers):
 
     ``Authorization`` and ``Proxy-Authorization`` keep their scheme (``Bearer REDACTED``; a value with
     no scheme becomes ``REDACTED``); ``Cookie``, ``Set-Cookie`` and ``X-Registry-Auth`` become
-    ``REDACTED``. Names compare ASCII case-insensitively; the order is kept.
+    ``REDACTED``; ``Location`` and ``Content-Location`` go through :func:`redact_url` (a presigned URL's
+    signature and credential). Names compare ASCII case-insensitively; the order is kept.
     """
     if isinstance(headers, (str, bytes, bytearray, memoryview)):
         raise TypeError(f"redact_headers() expects an iterable of (name, value) pairs, got {type(headers).__name__}")
@@ -221,6 +222,12 @@ def redact_headers(headers):
             or (length == 15 and _name_is(<str>name, b"x-registry-auth", 15))
         ):
             PyList_Append(out, (name, REDACTED))
+        elif (
+            # URL values: a presigned redirect's signed query, an upload's _state
+            (length == 8 and _name_is(<str>name, b"location", 8))
+            or (length == 16 and _name_is(<str>name, b"content-location", 16))
+        ):
+            PyList_Append(out, (name, redact_url(value)))
         elif type(item) is tuple:
             PyList_Append(out, item)
         else:

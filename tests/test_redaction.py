@@ -160,6 +160,37 @@ def test_only_exact_names_match(impl):
     assert impl.module.redact_headers(headers) == headers
 
 
+# Presigned URLs of the object stores registries redirect blob GETs and HEADs to (S3, GCS, Azure, CloudFront):
+# every signed parameter is a secret for as long as the URL is valid.
+PRESIGNED = [
+    (SIGNED_BLOB_URL, ["AKIAEXAMPLE", "0123abcd"]),
+    ("https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
+     "&X-Goog-Date=20240101T000000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host&X-Goog-Signature=9f8e7d",
+     ["sa%40p.iam", "sa@p.iam", "9f8e7d"]),
+    ("https://acct.blob.core.windows.net/c/b?sv=2021-08-06&se=2024-01-01T00%3A20%3A00Z&sr=b&sp=r"
+     "&sig=AzUrEsIg%2Bnature%3D&skoid=oid123&sktid=tid456", ["AzUrEsIg", "oid123", "tid456", "2024-01-01"]),
+    ("https://d111.cloudfront.net/blobs/x?Expires=1704067200&Signature=CfSiGnAtUrE~&Key-Pair-Id=APKAEXAMPLE"
+     "&Policy=eyJTdGF0ZW1lbnQiOltdfQ__", ["CfSiGnAtUrE", "APKAEXAMPLE", "eyJTdGF0ZW1lbnQiOltdfQ__", "1704067200"]),
+]
+
+
+@pytest.mark.parametrize("url, secrets", PRESIGNED, ids=["s3", "gcs", "azure", "cloudfront"])
+@pytest.mark.parametrize("name", ["Location", "location", "Content-Location", "CONTENT-LOCATION"])
+def test_location_headers_are_redacted_like_urls(impl, name, url, secrets):
+    """A 307 to storage logged with -v: the Location header is the presigned URL itself."""
+    (got_name, got), = impl.module.redact_headers([(name, url)])
+    assert got_name == name and got == impl.module.redact_url(url)
+    assert "REDACTED" in got and got.split("?")[0] == url.split("?")[0]
+    for secret in secrets:
+        assert secret not in got
+
+
+def test_upload_location_state_redacted_relative_too(impl):
+    headers = [("Location", "/v2/a/blobs/uploads/u1?_state=c2VjcmV0&digest=sha256:00"), ("Location", "/v2/a/")]
+    assert impl.module.redact_headers(headers) == [
+        ("Location", "/v2/a/blobs/uploads/u1?_state=REDACTED&digest=sha256%3A00"), ("Location", "/v2/a/")]
+
+
 def test_pairs_come_back_as_tuples(impl):
     result = impl.module.redact_headers(iter([["Accept", "*/*"], ("Cookie", "x")]))
     assert result == [("Accept", "*/*"), ("Cookie", "REDACTED")]

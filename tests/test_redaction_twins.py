@@ -30,7 +30,8 @@ NOT_TEXT = st.one_of(st.binary(max_size=4), st.none(), st.integers())
 
 HEADER_NAMES = st.one_of(
     st.sampled_from(["Authorization", "authorization", "PROXY-AUTHORIZATION", "Cookie", "set-cookie",
-                     "X-Registry-Auth", "Accept", "Coo\u212aie", "Authorizatio", ""]),
+                     "X-Registry-Auth", "Accept", "Coo\u212aie", "Authorizatio", "", "Location", "LOCATION",
+                     "content-location", "Locatio\u212a", "Content-Locatio"]),
     st.text(max_size=8),
     st.sampled_from(["Authorization", "cookie", "Accept"]).map(Text),
 )
@@ -39,6 +40,8 @@ HEADER_VALUES = st.one_of(
     st.text(max_size=10),
     WIRE_TEXT,
     st.sampled_from(["Bearer abc", "x"]).map(Text),
+    URLS,
+    URLS.map(Text),
 )
 PAIRS = st.one_of(
     st.tuples(HEADER_NAMES, HEADER_VALUES),

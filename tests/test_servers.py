@@ -521,3 +521,104 @@ def test_nginx_tls_http2_big(nginx_factory: Any) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock, \
             context.wrap_socket(sock, server_hostname="127.0.0.1") as tls_sock:
         assert tls_sock.selected_alpn_protocol() == "h2"
+
+
+# ---------------------------------------------------------------------------------------------- production world
+
+@pytest.mark.registry  # an external server (moto_server), left out with the registries by -m 'not registry'
+def test_s3_server_buckets() -> None:
+    from tests.servers.fixtures import require_moto
+    from tests.servers.s3 import S3Server
+
+    require_moto()
+    with S3Server() as s3:
+        bucket = s3.create_bucket()
+        assert fetch(f"{s3.url}/{bucket}/k", "PUT", {"Content-Type": "application/octet-stream"}, b"v")[0] == 200
+        assert s3.objects(bucket) == ["k"]
+        assert fetch(f"{s3.url}/{bucket}/k")[0] == 403  # private: only signed or presigned requests read
+    assert not s3.running
+
+
+def _presigned(server: RegistryServer, method: str, path: str) -> str:
+    status, headers, _ = raw_answer(server, method, path)
+    assert status == 307, (method, path, status)
+    return str(headers["Location"])
+
+
+def raw_answer(server: RegistryServer, method: str, path: str) -> tuple[int, Any, bytes]:
+    response = raw.request(server, method, path)
+    return response.status, response.headers, response.body
+
+
+def test_s3_registry_redirects_blob_get_and_head(s3_registry: RegistryServer, storage: Any, repo_name: str) -> None:
+    data = os.urandom(3000)
+    digest = raw.push_blob(s3_registry, repo_name, data)
+    for method in ("GET", "HEAD"):
+        location = _presigned(s3_registry, method, f"/v2/{repo_name}/blobs/{digest}")
+        assert location.startswith(storage.endpoint + "/") and "X-Amz-Signature=" in location
+        status, _h, body = fetch(location, method)
+        assert status == 200 and body == (data if method == "GET" else b"")
+    assert any(key.endswith("/data") for key in storage.s3.objects(s3_registry.bucket))
+    # The storage that refuses HEAD on presigned URLs: GET still works, HEAD does not.
+    storage.refuse_presigned_head()
+    assert fetch(_presigned(s3_registry, "HEAD", f"/v2/{repo_name}/blobs/{digest}"), "HEAD")[0] == 403
+    assert fetch(_presigned(s3_registry, "GET", f"/v2/{repo_name}/blobs/{digest}"))[2] == data
+    # What clients sent to storage went over the recording link.
+    assert b"X-Amz-Signature=" in storage.link.sent
+
+
+def test_s3_tls_registry_http2_and_token_service_elsewhere(s3_tls_registry: RegistryServer, storage: Any,
+                                                           repo_name: str) -> None:
+    ts = s3_tls_registry.token_server
+    assert ts is not None and ts.realm.startswith("https://127.0.0.1:")
+    assert urllib.parse.urlsplit(ts.realm).port != s3_tls_registry.port
+    context = s3_tls_registry.ssl_context()
+    assert context is not None
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", s3_tls_registry.port), timeout=5) as sock, \
+            context.wrap_socket(sock, server_hostname="127.0.0.1") as tls_sock:
+        assert tls_sock.selected_alpn_protocol() == "h2"
+    digest = raw.push_blob(s3_tls_registry, repo_name, b"tls")
+    assert _presigned(s3_tls_registry, "GET", f"/v2/{repo_name}/blobs/{digest}").startswith(storage.endpoint)
+
+
+def test_pull_through_registry(pull_through_registry: RegistryServer, s3_registry: RegistryServer,
+                               repo_name: str) -> None:
+    image = raw.push_image(s3_registry, repo_name, "v1", layers=[os.urandom(500)])
+    got = raw.get_manifest(pull_through_registry, repo_name, "v1")
+    assert got.status == 200 and got.body == image.manifest
+    assert raw.get_blob(pull_through_registry, repo_name, image.layer_digests[0]) == image.layers[0]
+    response = raw.request(pull_through_registry, "POST", f"/v2/{repo_name}/blobs/uploads/")
+    assert response.status == 405 and b"UNSUPPORTED" in response.body
+
+
+def test_shaper_delay_rate_concurrency_and_recording(registry: RegistryServer, shaper_factory: Any,
+                                                    repo_name: str) -> None:
+    from tests.servers.shaper import LinkShaper
+
+    digest = raw.push_blob(registry, repo_name, os.urandom(300_000))
+    shaper: LinkShaper = shaper_factory(registry, delay=0.25, record=True)
+
+    def timed_get(path: str, out: list[float]) -> None:
+        start = time.monotonic()
+        status, _h, body = fetch(f"{shaper.url}{path}")
+        assert status == 200 and body
+        out.append(time.monotonic() - start)
+
+    one: list[float] = []
+    timed_get("/v2/", one)
+    assert 0.5 <= one[0] < 2.0  # one round trip: 250 ms each way (connect is local)
+    # Four at once take one round trip, not four (2 s): chunks are not serialised.
+    many: list[float] = []
+    threads = [threading.Thread(target=timed_get, args=("/v2/", many)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(many) == 4 and 0.5 <= min(many) and max(many) < 1.4
+    assert shaper.sent.count(b"GET /v2/ HTTP/1.1") == 5
+    # A bandwidth cap of 600 kB/s: 300 kB take half a second more than the round trip.
+    shaper.delay, shaper.rate = 0.0, 600_000
+    capped: list[float] = []
+    timed_get(f"/v2/{repo_name}/blobs/{digest}", capped)
+    assert 0.45 <= capped[0] < 3

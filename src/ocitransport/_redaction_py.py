@@ -22,6 +22,10 @@ _PASSWORD_MASK = "xxxxx"
 #: Header names (lower-case) whose whole value is secret; Authorization-like ones keep their scheme.
 _SECRET_HEADERS = frozenset(("cookie", "set-cookie", "x-registry-auth"))
 _AUTH_HEADERS = frozenset(("authorization", "proxy-authorization"))
+#: Header names (lower-case) whose value is a URL: a redirect to storage is a presigned URL whose signed
+#: query (X-Amz-*, X-Goog-*, Azure's sig/se/sp, CloudFront's Signature/Key-Pair-Id/Policy) hands the
+#: blob to anyone who has it, and an upload Location carries the registry's ``_state``.
+_URL_HEADERS = frozenset(("location", "content-location"))
 #: JSON keys (compared lower-cased, at any depth) whose values a token response must not log.
 _SECRET_KEYS = frozenset(
     ("token", "access_token", "refresh_token", "id_token", "password", "identitytoken", "registrytoken")
@@ -115,7 +119,8 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
     ``Authorization`` and ``Proxy-Authorization`` keep their scheme (``Bearer REDACTED``; a value with
     no scheme becomes ``REDACTED``); ``Cookie``, ``Set-Cookie`` and ``X-Registry-Auth`` become
-    ``REDACTED``. Names compare ASCII case-insensitively; the order is kept.
+    ``REDACTED``; ``Location`` and ``Content-Location`` go through :func:`redact_url` (a presigned URL's
+    signature and credential). Names compare ASCII case-insensitively; the order is kept.
     """
     if isinstance(headers, (str, bytes, bytearray, memoryview)):
         raise TypeError(f"redact_headers() expects an iterable of (name, value) pairs, got {type(headers).__name__}")
@@ -140,6 +145,9 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
                 continue
             if lowered in _SECRET_HEADERS:
                 out.append((name, REDACTED))
+                continue
+            if lowered in _URL_HEADERS:
+                out.append((name, redact_url(value)))
                 continue
         out.append(item if type(item) is tuple else (name, value))
     return out

@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,35 @@ def _assert_clean(texts: dict[str, str], secrets: list[str]) -> None:
             assert secret not in text, f"a secret ({secret[:3]}...) is in {where}"
 
 
+#: A signed query value that is not redacted (X-Amz-*, X-Goog-*, Azure's sig/se/..., CloudFront's).
+_SIGNED_VALUE = re.compile(r"(?i)(?:X-Amz-[A-Za-z]+|X-Goog-[A-Za-z]+|sig|se|sp|skoid|Signature|Key-Pair-Id|Policy)"
+                           r"=(?!REDACTED)[^&\s\"',)]+")
+
+
+def _assert_no_credentials_reached_storage(sent: bytes, secrets: list[str]) -> None:
+    """What clients sent to the S3 storage host: presigned requests, and the registries' own signed S3
+    calls (``Authorization: AWS4-HMAC-SHA256``); never a registry credential, token or cookie."""
+    assert b"X-Amz-Signature=" in sent, "no presigned request reached storage: the test would prove nothing"
+    text = sent.decode("latin-1")
+    schemes = {m.lower() for m in re.findall(r"(?im)^authorization:[ \t]*(\S+)", text)}
+    assert schemes <= {"aws4-hmac-sha256"}, schemes
+    assert not re.search(r"(?im)^(?:cookie|proxy-authorization|x-registry-auth):", text)
+    for secret in secrets:
+        assert secret not in text, f"a secret ({secret[:3]}...) reached the storage host"
+
+
+@pytest.mark.parametrize("where", ["filesystem", "s3"])
 def test_library_mirror_logs_reports_and_errors_hold_no_secret(
-        basic_registry, bearer_registry, make_repo_name, tmp_path, monkeypatch, caplog) -> None:
+        where, make_repo_name, tmp_path, monkeypatch, caplog, request) -> None:
+    """On S3 too: blob GETs and HEADs are 307s to presigned URLs, logged (Location headers included)
+    with their signatures redacted, and followed without the registries' credentials."""
+    if where == "s3":
+        storage = request.getfixturevalue("storage")
+        basic_registry = request.getfixturevalue("s3_basic_registry")
+        bearer_registry = request.getfixturevalue("s3_bearer_registry")
+    else:
+        basic_registry = request.getfixturevalue("basic_registry")
+        bearer_registry = request.getfixturevalue("bearer_registry")
     src, dst = make_repo_name(), make_repo_name()
     for tag in ("v1", "v2"):
         raw.push_image(basic_registry, src, tag)
@@ -59,6 +87,9 @@ def test_library_mirror_logs_reports_and_errors_hold_no_secret(
     report = mirror.mirror_repository(f"{basic_registry.host}/{src}", f"{bearer_registry.host}/{dst}")
     assert report.ok, report.errors
     assert report.images_copied == 2
+    # A new tag of an image whose blobs are there: their HEADs answer (307 on S3) "present".
+    again = mirror.copy(f"{basic_registry.host}/{src}:v1", f"{bearer_registry.host}/{dst}:again")
+    assert again.ok and again.blobs_skipped == 2 and again.blobs_transferred == 0, again.errors
 
     # A failing run too: a wrong destination password (the error path quotes registry answers).
     wrong = "Wr0ng-passw0rd-xyz"
@@ -80,11 +111,20 @@ def test_library_mirror_logs_reports_and_errors_hold_no_secret(
     }
     assert any(r.levelname == "DEBUG" for r in caplog.records), "no DEBUG record: logging was not captured"
     _assert_clean(texts, _secrets(basic_registry, bearer_registry, wrong))
+    for where_, text in texts.items():
+        assert not _SIGNED_VALUE.search(text), f"a signed query value in {where_}: {_SIGNED_VALUE.search(text)}"
+    if where == "s3":
+        _assert_no_credentials_reached_storage(storage.link.sent, _secrets(basic_registry, bearer_registry))
 
 
-@pytest.mark.parametrize("output", ["--json", "--text"])
-def test_cli_mirror_verbose_output_holds_no_secret(basic_registry, bearer_registry, make_repo_name, tmp_path,
-                                                   output: str) -> None:
+@pytest.mark.parametrize("output, where", [("--json", "filesystem"), ("--text", "filesystem"), ("--text", "s3")])
+def test_cli_mirror_verbose_output_holds_no_secret(make_repo_name, tmp_path, output: str, where: str,
+                                                   request) -> None:
+    """With ``-v`` every request and answer is logged: on S3 that includes the 307s to storage, whose
+    ``Location`` is a presigned URL (the signature hands the blob to anyone for its lifetime)."""
+    prefix = "s3_" if where == "s3" else ""
+    basic_registry = request.getfixturevalue(prefix + "basic_registry")
+    bearer_registry = request.getfixturevalue(prefix + "bearer_registry")
     src, dst = make_repo_name(), make_repo_name()
     raw.push_image(basic_registry, src, "v1")
     _config(tmp_path, basic_registry, bearer_registry)
@@ -100,3 +140,7 @@ def test_cli_mirror_verbose_output_holds_no_secret(basic_registry, bearer_regist
     if output == "--json":
         assert json.loads(done.stdout)["images_copied"] == 1
     _assert_clean({"stdout": done.stdout, "stderr": done.stderr}, _secrets(basic_registry, bearer_registry))
+    assert not _SIGNED_VALUE.search(done.stderr), _SIGNED_VALUE.search(done.stderr)
+    if where == "s3":
+        assert re.search(r"(?i)'location', '[^']*X-Amz-Signature=REDACTED", done.stderr), \
+            "no redirect to storage logged: the test would prove nothing"

@@ -171,3 +171,66 @@ def test_local_registry_falls_back_to_http_by_design(fault_server: FaultServer, 
     challenge = transport.ping(Registry(name), via)
     assert challenge.insecure
     assert [scheme for scheme, _ in via.asked] == ["https", "http"]
+
+
+# -- blob HEADs as registries on object storage answer them ---------------------------------------------
+
+_SIGNED = "X-Amz-Credential=AKIAHOSTILEKEY%2F20240101&X-Amz-Signature=5ec7e75160a75e"
+
+
+def test_blob_head_redirect_refused_by_storage_is_confirmed_with_a_ranged_get(fault_server: FaultServer,
+                                                                            other: FaultServer) -> None:
+    """GHCR-like: the blob HEAD is a 307 to a URL presigned for GET, where HEAD gets 403. A ranged GET
+    decides, and neither request to storage carries the registry's credentials."""
+    _bearer_registry(fault_server)
+    storage = f"/data?{_SIGNED}"
+    fault_server.script([Step(307, [("Location", other.url_for(storage))])] * 2, path=f"/v2/hostile/repo/blobs/{DIGEST}")
+    other.script([Step(403), Step(206, [("Content-Range", f"bytes 0-0/{len(BLOB)}")], BLOB[:1])], path="/data")
+
+    async def work(session: Session, repo: Repository) -> bool:
+        return await session.blob_exists(await session.push(repo), repo, DIGEST)
+
+    assert _run(fault_server, work) is True
+    assert [(r.method, r.header("range")) for r in other.requests] == [("HEAD", None), ("GET", "bytes=0-0")]
+    _secrets_absent(other)
+
+
+@pytest.mark.parametrize("confirm, expected", [(206, True), (404, False)])
+def test_blob_head_401_is_confirmed_with_a_ranged_get(fault_server: FaultServer, confirm: int,
+                                                      expected: bool) -> None:
+    """ECR Public answers 401 to blob HEADs, with a token that pulls the blob fine."""
+    _bearer_registry(fault_server)
+    fault_server.script([Step(401), Step(confirm, [("Content-Range", "bytes 0-0/11")] if confirm == 206
+                                                 else [], BLOB[:1] if confirm == 206 else b"")],
+                        path=f"/v2/hostile/repo/blobs/{DIGEST}")
+
+    async def work(session: Session, repo: Repository) -> bool:
+        return await session.blob_exists(await session.push(repo), repo, DIGEST)
+
+    assert _run(fault_server, work) is expected
+    sent = fault_server.requests_to(f"/v2/hostile/repo/blobs/{DIGEST}")
+    assert [(r.method, r.header("range")) for r in sent] == [("HEAD", None), ("GET", "bytes=0-0")]
+
+
+def test_storage_error_body_and_signed_location_stay_out_of_errors(fault_server: FaultServer,
+                                                                   other: FaultServer) -> None:
+    """S3's error document repeats the presigned request (access key, signature): the error names the
+    registry's request and the storage's error code, never them."""
+    _bearer_registry(fault_server)
+    fault_server.script([Step(307, [("Location", other.url_for(f"/data?{_SIGNED}"))])],
+                        path=f"/v2/hostile/repo/blobs/{DIGEST}")
+    body = (b"<?xml version='1.0'?><Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKIAHOSTILEKEY"
+            b"</AWSAccessKeyId><SignatureProvided>5ec7e75160a75e</SignatureProvided></Error>")
+    other.script([Step(403, [("Content-Type", "application/xml")], body)], path="/data")
+
+    async def work(session: Session, repo: Repository) -> str:
+        with pytest.raises(transport.Error) as caught:
+            await session.open_blob(await session.pull(repo), repo, DIGEST)
+        assert caught.value.status_code == 403
+        return str(caught.value)
+
+    message = _run(fault_server, work)
+    assert message.startswith(f"GET {fault_server.url_for(f'/v2/hostile/repo/blobs/{DIGEST}')}: unexpected status "
+                              f"code 403 Forbidden: from storage {other.url_for('/data')}?X-Amz-Credential=REDACTED"
+                              "&X-Amz-Signature=REDACTED: SignatureDoesNotMatch"), message
+    assert "AKIAHOSTILEKEY" not in message and "5ec7e75160a75e" not in message

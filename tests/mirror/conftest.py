@@ -44,3 +44,25 @@ class CountingClient(Client):
 def counting_client() -> Iterator[CountingClient]:
     with CountingClient() as client:
         yield client
+
+
+#: Source and destination fixtures of the registry worlds mirror tests run in: registries serving blobs
+#: themselves, and registries on S3 whose blob GET and HEAD answer 307 to a presigned URL.
+WORLDS = {
+    "loopback": ("registry", "dst_registry"),
+    "to-s3": ("registry", "s3_registry"),
+    "from-s3": ("s3_registry", "dst_registry"),
+    "s3-to-s3": ("s3_registry", "s3_dst_registry"),
+}
+
+
+def worlds(*names: str) -> list[object]:
+    """``parametrize("world", worlds(...), indirect=True)`` parameters (every world when none is named)."""
+    return [pytest.param(name, id=name, marks=pytest.mark.registry) for name in (names or WORLDS)]
+
+
+@pytest.fixture
+def world(request: pytest.FixtureRequest) -> tuple[RegistryServer, RegistryServer]:
+    """``(source, destination)`` registries of the world named by the parameter (see :data:`WORLDS`)."""
+    src, dst = WORLDS[request.param]
+    return request.getfixturevalue(src), request.getfixturevalue(dst)

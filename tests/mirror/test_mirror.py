@@ -14,6 +14,7 @@ import pytest
 
 from ocitransport import mirror
 from ocitransport.mirror import ImageUnit
+from tests.mirror.conftest import worlds
 from tests.servers import raw
 from tests.servers.raw import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 
@@ -35,8 +36,10 @@ def _skopeo_digest(host: str, repo: str, tag: str) -> str:
     return raw.sha256_digest(out)
 
 
+@pytest.mark.parametrize("world", worlds(), indirect=True)
 @pytest.mark.parametrize("media_type", [OCI_MANIFEST, DOCKER_MANIFEST])
-def test_copy_single_image_preserves_digest(registry, dst_registry, make_repo_name, counting_client, media_type):
+def test_copy_single_image_preserves_digest(world, make_repo_name, counting_client, media_type):
+    registry, dst_registry = world
     src_repo, dst_repo = make_repo_name(), make_repo_name()
     image = raw.push_image(registry, src_repo, "v1", layers=[os.urandom(200_000), os.urandom(3000)],
                            media_type=media_type)
@@ -112,7 +115,9 @@ def test_artifact_with_custom_config_type(registry, dst_registry, make_repo_name
     assert raw.get_blob(dst_registry, dst_repo, ldig) == layer
 
 
-def test_mirror_rerun_copies_nothing(registry, dst_registry, make_repo_name, counting_client):
+@pytest.mark.parametrize("world", worlds(), indirect=True)
+def test_mirror_rerun_copies_nothing(world, make_repo_name, counting_client):
+    registry, dst_registry = world
     src_repo, dst_repo = make_repo_name(), make_repo_name()
     images = [raw.push_image(registry, src_repo, f"t{i}") for i in range(4)]
     raw.push_index(registry, src_repo, "multi", images[:2], [AMD64, ARM64])
@@ -129,7 +134,9 @@ def test_mirror_rerun_copies_nothing(registry, dst_registry, make_repo_name, cou
     assert not any("/blobs/" in url for _, url, _ in counting_client.log)
 
 
-def test_mounts_within_a_run(registry, dst_registry, make_repo_name, counting_client):
+@pytest.mark.parametrize("world", worlds("loopback", "to-s3"), indirect=True)
+def test_mounts_within_a_run(world, make_repo_name, counting_client):
+    registry, dst_registry = world
     base = os.urandom(100_000)
     repos = [make_repo_name() for _ in range(2)]
     dsts = [make_repo_name() for _ in range(2)]
@@ -149,7 +156,9 @@ def test_mounts_within_a_run(registry, dst_registry, make_repo_name, counting_cl
         assert raw.get_blob(dst_registry, d, base_digest) == base
 
 
-def test_same_registry_copy_mounts_from_source(registry, make_repo_name, counting_client):
+@pytest.mark.parametrize("world", worlds("loopback", "from-s3"), indirect=True)
+def test_same_registry_copy_mounts_from_source(world, make_repo_name, counting_client):
+    registry = world[0]
     src_repo, dst_repo = make_repo_name(), make_repo_name()
     image = raw.push_image(registry, src_repo, "v1", layers=[os.urandom(1000), os.urandom(1000)])
     report = mirror.copy(image.reference, f"{registry.host}/{dst_repo}:v1", client=counting_client)
@@ -158,6 +167,23 @@ def test_same_registry_copy_mounts_from_source(registry, make_repo_name, countin
     assert counting_client.blob_gets() == []
     assert all(status == 201 for _, status in counting_client.mounts())
     _assert_same_image(registry, src_repo, registry, dst_repo, "v1", image)
+
+
+@pytest.mark.parametrize("world", worlds(), indirect=True)
+def test_second_tag_sharing_layers_skips_them(world, make_repo_name, counting_client):
+    """Incremental mirroring: the second tag's layers are already at the destination. A registry on S3
+    answers their HEAD with a 307 to storage, which says "present" as much as a 200 does."""
+    registry, dst_registry = world
+    src_repo, dst_repo = make_repo_name(), make_repo_name()
+    layers = [os.urandom(20_000), os.urandom(300)]
+    first = raw.push_image(registry, src_repo, "v1", layers=layers)
+    second = raw.push_image(registry, src_repo, "v2", layers=layers, config=b'{"v": 2}')
+    report = mirror.copy(first.reference, f"{dst_registry.host}/{dst_repo}:v1", client=counting_client)
+    assert report.ok, report.errors
+    report = mirror.copy(second.reference, f"{dst_registry.host}/{dst_repo}:v2", client=counting_client)
+    assert report.ok, report.errors
+    assert (report.blobs_skipped, report.blobs_transferred) == (2, 1)  # the layers; the new config
+    _assert_same_image(registry, src_repo, dst_registry, dst_repo, "v2", second)
 
 
 def test_tags_pagination_and_filters(registry, dst_registry, make_repo_name, monkeypatch):

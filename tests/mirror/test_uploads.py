@@ -329,3 +329,38 @@ def test_corrupt_source_is_a_digest_mismatch(registry, dst_registry, make_repo_n
     assert finals == [] or all(r.status != 201 for r in finals)
     assert not [r for r in _uploads(proxy, "PATCH") if r.request_body_bytes == BIG - CHUNK * (PATCHES - 1)
                 and r.status == 202]
+
+
+# ---------------------------------------------------------------------------------------------- on S3
+
+
+def test_cut_presigned_download_resumes_with_range(s3_registry, storage, dst_registry, make_repo_name):
+    """The source is on S3: its blob GET is a 307 to a presigned URL, and the body breaks there. The
+    resumed GET asks the registry again with ``Range`` and storage honours it on the new presigned URL."""
+    src_repo, dst_repo = make_repo_name(), make_repo_name()
+    image, big = _push(s3_registry, src_repo)
+    digest = raw.sha256_digest(big)
+    storage.reset()
+    storage.proxy.cut_response_body(BIG // 3, method="GET", path_contains=f"/{digest[7:]}/data")
+    report, executor = _copy(image.reference, f"{dst_registry.host}/{dst_repo}:v1")
+    _assert_copied(report, image, dst_registry, dst_repo)
+    gets = [r for r in storage.proxy.records if r.method == "GET" and r.path.endswith(f"/{digest[7:]}/data")]
+    assert [(r.status, r.fault) for r in gets] == [(200, "cut_response"), (206, "")]
+    stats = executor.blobs.blob_stats[digest]
+    assert stats.downloads_resumed == 1 and BIG <= stats.bytes_downloaded < BIG + BIG // 3
+
+
+def test_lost_final_put_answer_on_an_s3_destination(registry, s3_registry, make_repo_name, proxy_factory):
+    """The PUT completing an upload reached the registry but its answer was lost. Recovery asks for the
+    upload's status (gone: 404), then whether the blob landed: a HEAD that a registry on S3 answers with
+    a 307 to storage. The blob is not sent again."""
+    src_repo, dst_repo = make_repo_name(), make_repo_name()
+    image, _big = _push(registry, src_repo)
+    proxy = proxy_factory(s3_registry)
+    proxy.lose_response(method="PUT", path_contains="/blobs/uploads/")
+    report, executor = _copy(image.reference, f"{proxy.host}/{dst_repo}:v1", threshold=BIG)
+    _assert_copied(report, image, s3_registry, dst_repo)
+    puts = _uploads(proxy, "PUT")
+    assert [r.fault for r in puts].count("reset_after") == 1 and len(puts) == 3  # no blob sent twice
+    heads = [r.status for r in proxy.records if r.method == "HEAD" and "/blobs/sha256:" in r.path]
+    assert 307 in heads

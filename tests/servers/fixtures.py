@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,11 +28,13 @@ from tests.servers.nginx import NginxServer, nginx_binary
 from tests.servers.proxy import FaultProxy
 from tests.servers.raw import PushedImage, push_blob, push_image, push_index, push_manifest
 from tests.servers.registry import RegistryServer, registry_binary
+from tests.servers.s3 import S3Server, moto_binary
+from tests.servers.shaper import LinkShaper
 from tests.servers.token_server import TokenServer
 
 __all__ = [
-    "REGISTRY_FIXTURES", "PushedImage", "push_blob", "push_image", "push_index", "push_manifest", "raw",
-    "require_nginx", "require_registry", "unique_repo_name",
+    "REGISTRY_FIXTURES", "PushedImage", "S3Storage", "ServerKeychain", "push_blob", "push_image", "push_index",
+    "push_manifest", "raw", "require_moto", "require_nginx", "require_registry", "unique_repo_name",
 ]
 
 #: Fixtures that need an external server binary (docker-registry or nginx); tests using them get the
@@ -40,6 +43,8 @@ REGISTRY_FIXTURES = frozenset({
     "registry", "basic_registry", "bearer_registry", "bearer_registry_session", "token_server",
     "tls_registry", "mtls_registry", "tls_bearer_registry", "tls_bearer_registry_session",
     "registry_factory", "nginx_server", "nginx_factory", "proxy_factory",
+    "s3_storage", "storage", "s3_registry", "s3_dst_registry", "s3_basic_registry", "s3_bearer_registry",
+    "s3_bearer_registry_session", "s3_tls_registry", "pull_through_registry", "shaper_factory",
 })
 
 
@@ -66,6 +71,11 @@ def require_registry() -> None:
 def require_nginx() -> None:
     """Skip the calling test when nginx is missing (fail instead when ``CI`` is set)."""
     _require(nginx_binary(), "nginx", "nginx-light")
+
+
+def require_moto() -> None:
+    """Skip the calling test when moto_server is missing (fail instead when ``CI`` is set)."""
+    _require(moto_binary(), "moto_server", "python3-moto; or pip install 'moto[server]'")
 
 
 def _started(**options: Any) -> Iterator[RegistryServer]:
@@ -158,6 +168,141 @@ def registry_factory() -> Iterator[Callable[..., RegistryServer]]:
     yield make
     for server in reversed(started):
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- production
+
+@dataclass
+class S3Storage:
+    """The object storage of the S3-backed registries, as the session shares it.
+
+    Requests reach moto (``s3``) through ``link`` (a :class:`LinkShaper`, no delay, recording every byte
+    clients send: ``link.sent``) then ``proxy`` (a :class:`FaultProxy`: scripted faults and per-request
+    ``records``). Registries use ``endpoint`` (the link) as their ``regionendpoint``, so presigned URLs
+    name it too, and everything a client sends to storage crosses both. distribution's s3 driver
+    never sends HEAD to an object (its Stat lists), so every HEAD the proxy sees on ``.../data`` comes
+    from a client following a presigned URL (:meth:`refuse_presigned_head`).
+    """
+
+    s3: S3Server
+    proxy: FaultProxy
+    link: LinkShaper
+
+    @property
+    def endpoint(self) -> str:
+        return self.link.url
+
+    def reset(self) -> None:
+        self.proxy.reset()
+        self.link.clear()
+
+    def refuse_presigned_head(self, status: int = 403, times: int = 10_000) -> None:
+        """Answer HEAD on blob objects with ``status``, as storage does to a HEAD on a URL presigned for
+        GET (GHCR, Pulp, GitLab's virtual registries, Ceph RGW behind them)."""
+        self.proxy.answer_status(status, times=times, method="HEAD", path_contains="/data")
+
+
+class ServerKeychain:
+    """A keychain with the first user's credentials (``.username`` / ``.password``) of each server
+    given, by host; anonymous elsewhere."""
+
+    def __init__(self, *servers: RegistryServer) -> None:
+        from ocitransport.authn import Basic
+
+        self.by_host = {s.host: Basic(s.username, s.password) for s in servers if s.username and s.password}
+
+    def resolve(self, target: Any) -> Any:
+        from ocitransport.authn import Anonymous
+
+        registry = getattr(target, "registry", target)
+        return self.by_host.get(getattr(registry, "name", ""), Anonymous)
+
+
+@pytest.fixture(scope="session")
+def s3_storage() -> Iterator[S3Storage]:
+    """moto with a recording link and a fault proxy in front (:class:`S3Storage`), for the session."""
+    require_registry()
+    require_moto()
+    with S3Server() as s3, FaultProxy(process.LOOPBACK, s3.port) as proxy, \
+            LinkShaper(process.LOOPBACK, proxy.port, record=True) as link:
+        yield S3Storage(s3, proxy, link)
+
+
+@pytest.fixture
+def storage(s3_storage: S3Storage) -> Iterator[S3Storage]:
+    """The session's :class:`S3Storage` with fresh proxy scripts, records and link recording."""
+    s3_storage.reset()
+    yield s3_storage
+    s3_storage.reset()
+
+
+def _s3_started(s3_storage: S3Storage, **options: Any) -> Iterator[RegistryServer]:
+    yield from _started(s3=s3_storage.s3, s3_endpoint=s3_storage.endpoint, **options)
+
+
+@pytest.fixture(scope="session")
+def s3_registry(s3_storage: S3Storage) -> Iterator[RegistryServer]:
+    """An open registry on S3 (distribution's s3 driver on moto, redirects on): blob GET and HEAD
+    answer 307 to a presigned URL on the storage host."""
+    yield from _s3_started(s3_storage)
+
+
+@pytest.fixture(scope="session")
+def s3_dst_registry(s3_storage: S3Storage) -> Iterator[RegistryServer]:
+    """A second open registry on S3 (its own bucket), for S3 -> S3 copies."""
+    yield from _s3_started(s3_storage)
+
+
+@pytest.fixture(scope="session")
+def s3_basic_registry(s3_storage: S3Storage) -> Iterator[RegistryServer]:
+    """A registry on S3 with htpasswd Basic auth (``.username`` / ``.password``)."""
+    yield from _s3_started(s3_storage, auth="basic")
+
+
+@pytest.fixture(scope="session")
+def s3_bearer_registry_session(s3_storage: S3Storage) -> Iterator[RegistryServer]:
+    yield from _s3_started(s3_storage, auth="bearer")
+
+
+@pytest.fixture
+def s3_bearer_registry(s3_bearer_registry_session: RegistryServer) -> Iterator[RegistryServer]:
+    """A registry on S3 with Bearer auth (token server reset around the test), like ``bearer_registry``."""
+    yield from _with_fresh_token_server(s3_bearer_registry_session)
+
+
+@pytest.fixture(scope="session")
+def _s3_tls_registry_session(s3_storage: S3Storage) -> Iterator[RegistryServer]:
+    yield from _s3_started(s3_storage, auth="bearer", tls_enabled=True)
+
+
+@pytest.fixture
+def s3_tls_registry(_s3_tls_registry_session: RegistryServer) -> Iterator[RegistryServer]:
+    """A registry as they run in production: HTTPS with HTTP/2 (ALPN), Bearer auth from a token service
+    on its own host:port (HTTPS too), blobs on S3 behind presigned redirects. Trust ``.ca_file``."""
+    yield from _with_fresh_token_server(_s3_tls_registry_session)
+
+
+@pytest.fixture(scope="session")
+def pull_through_registry(s3_registry: RegistryServer) -> Iterator[RegistryServer]:
+    """A pull-through cache (distribution's ``proxy.remoteurl``) of ``s3_registry``: pulls fill it from
+    upstream on demand (following upstream's redirects to storage); pushes answer 405 UNSUPPORTED."""
+    yield from _started(extra_config={"proxy": {"remoteurl": s3_registry.url}})
+
+
+@pytest.fixture
+def shaper_factory() -> Iterator[Callable[..., LinkShaper]]:
+    """Put servers far away: ``shaper_factory(server, delay=0.05, rate=0)`` -> a started :class:`LinkShaper`
+    in front of ``server.port`` (``delay`` one way, each direction); all are stopped after the test."""
+    started: list[LinkShaper] = []
+
+    def make(upstream: Any, delay: float = 0.05, rate: int = 0, record: bool = False) -> LinkShaper:
+        shaper = LinkShaper(process.LOOPBACK, int(upstream.port), delay=delay, rate=rate, record=record).start()
+        started.append(shaper)
+        return shaper
+
+    yield make
+    for shaper in reversed(started):
+        shaper.stop()
 
 
 # ---------------------------------------------------------------------------------------------- others

@@ -4,6 +4,11 @@ Modes: open (``auth="none"``), Basic (``auth="basic"``: htpasswd with bcrypt cos
 and ``bob``, random passwords), Bearer (``auth="bearer"``: a :class:`TokenServer` of ours, started and
 stopped with the registry unless one is given), TLS (``tls=True``: a ``trustme`` CA; HTTP/2 by ALPN unless
 ``http2=False``) and mutual TLS (``mtls=True``: client certificates from another ``trustme`` CA required).
+Storage is a directory, or with ``s3=S3Server`` a bucket of a local S3 (moto, tests/servers/s3.py) through
+distribution's s3 driver with redirects on: blob GET and HEAD answer 307 to a presigned URL on the S3
+host, as Docker Hub, ECR, GAR and any distribution on S3 do. ``s3_endpoint`` (default: the S3 server's
+URL) is where the registry reaches it, e.g. a :class:`~tests.servers.shaper.LinkShaper` or a
+:class:`~tests.servers.proxy.FaultProxy` in front; presigned URLs name that host too.
 
 Standalone: ``python -m tests.servers.registry --auth bearer [--tls] [--mtls]`` prints how to reach it
 and runs until Ctrl-C.
@@ -25,6 +30,7 @@ from typing import Any, Literal
 import bcrypt
 
 from tests.servers import process, tls
+from tests.servers.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.servers.token_server import TokenServer
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -51,7 +57,7 @@ class RegistryServer:
     the server's CA, TLS only), ``client_cert`` / ``client_key`` / ``client_ca_file`` (mTLS only),
     ``token_server`` (bearer only; over HTTPS with the registry's certificate when the registry uses
     TLS), ``root`` (storage directory), ``config_file``, ``log_file``,
-    ``service`` and ``realm`` (bearer only).
+    ``service`` and ``realm`` (bearer only), ``bucket`` (S3 storage only).
     """
 
     def __init__(
@@ -68,10 +74,13 @@ class RegistryServer:
         bcrypt_rounds: int = 4,
         start_timeout: float = 10.0,
         extra_config: dict[str, Any] | None = None,
+        s3: S3Server | None = None,
+        s3_endpoint: str | None = None,
     ) -> None:
         """Configure (not start) a registry; ``mtls`` implies TLS. ``extra_config`` is merged into the
         generated config (nested dicts merge). ``token_server_options`` go to the :class:`TokenServer`
-        created for bearer auth when none is given."""
+        created for bearer auth when none is given. ``s3``: store blobs in a new bucket of that (started)
+        S3 server instead of a directory, reached at ``s3_endpoint`` (default ``s3.url``)."""
         if auth not in ("none", "basic", "bearer"):
             raise ValueError(f"unknown auth mode {auth!r}")
         self.auth: Auth = auth
@@ -83,6 +92,9 @@ class RegistryServer:
         self.bcrypt_rounds = bcrypt_rounds
         self.start_timeout = start_timeout
         self.extra_config = extra_config or {}
+        self.s3 = s3
+        self.s3_endpoint = s3_endpoint
+        self.bucket: str | None = None
         self.token_server = token_server
         self._owns_token_server = token_server is None and auth == "bearer"
         self._token_server_options = token_server_options or {}
@@ -137,10 +149,18 @@ class RegistryServer:
         path.write_text("\n".join(lines) + "\n")
 
     def _config(self) -> dict[str, Any]:
+        storage: dict[str, Any] = {"filesystem": {"rootdirectory": str(self.root)}}
+        if self.s3 is not None:
+            storage = {
+                "s3": {"region": REGION, "regionendpoint": self.s3_endpoint or self.s3.url, "bucket": self.bucket,
+                       "rootdirectory": "/r", "accesskey": ACCESS_KEY, "secretkey": SECRET_KEY,
+                       "secure": False, "v4auth": True},
+                "redirect": {"disable": False},
+            }
         config: dict[str, Any] = {
             "version": "0.1",
             "log": {"level": "warn", "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(self.root)}, "delete": {"enabled": True},
+            "storage": {**storage, "delete": {"enabled": True},
                         "maintenance": {"uploadpurging": {"enabled": False}}},
             "http": {"addr": self.host, "secret": secrets.token_hex(16)},
             "health": {"storagedriver": {"enabled": False}},
@@ -192,6 +212,8 @@ class RegistryServer:
                     _cca, client = tls.client_certificate(self.directory / "client")
                     self.client_cert, self.client_key = client.cert_file, client.key_file
                     self.client_ca_file = client.ca_file
+            if self.s3 is not None:
+                self.bucket = self.s3.create_bucket()
             if self._owns_token_server:
                 if self.token_server is None:
                     options: dict[str, Any] = {"service": self.service, "issuer": self.issuer}
@@ -210,7 +232,8 @@ class RegistryServer:
                 self.port = process.free_port()
                 # JSON is YAML: no YAML library needed.
                 self.config_file.write_text(json.dumps(self._config(), indent=2))
-                env = process.clean_env(("REGISTRY_",))
+                # No AWS_* either: the s3 driver reads them, and AWS_CA_BUNDLE makes 2.8 panic at start.
+                env = process.clean_env(("REGISTRY_", "AWS_"))
                 self._process = process.spawn([binary, "serve", str(self.config_file)], self.log_file, env)
                 if self._wait_ready():
                     return self
@@ -276,7 +299,8 @@ class RegistryServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"RegistryServer({self.url}, auth={self.auth}, mtls={self.mtls})"
+        storage = f", s3={self.bucket}" if self.s3 is not None else ""
+        return f"RegistryServer({self.url}, auth={self.auth}, mtls={self.mtls}{storage})"
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ the one CurlMulti of the Client.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from ..messages import Body, Request, Response
 from ..name import Registry, Repository
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
+from ..transport.errors import make_error
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -127,6 +129,21 @@ def _public(url: str) -> str:
     from .._redaction import redact_url
 
     return redact_url(url)
+
+
+async def _check_blob_answer(response: Response, registry_url: str) -> None:
+    """Raise ``transport.Error`` for a failed blob answer. When it came from storage (after a redirect)
+    the error names the registry's URL and the storage's (redacted), and does not quote the body: S3's
+    error documents repeat the presigned request (``<SignatureProvided>``, ``<StringToSign>``, the
+    access key id), so only the storage's error code is kept."""
+    body = await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
+    final_url = response.url or registry_url
+    if authority(final_url) != authority(registry_url):
+        code = re.search(rb"<Code>([A-Za-z0-9.]{1,64})</Code>", body)
+        detail = f"from storage {_public(final_url)}: {code.group(1).decode() if code else 'no error code'}"
+        method = response.request.method if response.request is not None else "GET"
+        raise transport.Error(response.status, request=Request(method, registry_url), body=detail.encode())
+    raise make_error(response, body)
 
 
 def with_query(url: str, **params: str) -> str:
@@ -368,12 +385,41 @@ class Session:
 
     # -- blobs ------------------------------------------------------------------------------------
 
+    async def _follow(self, rt: RoundTripper, request: Request) -> Response:
+        """``request`` through ``rt``, following redirects to storage: the registry's credentials stay
+        on its own host (the auth layers add them only there, and ``Redirects`` drops them on a new
+        origin), and a hop to a private IP literal on another host is refused."""
+        response = await Redirects(rt, check=_guard_redirect).round_trip_async(request)
+        self.retries += int(response.extensions.get("retries", 0) or 0)
+        return response
+
     async def blob_exists(self, rt: RoundTripper, repo: Repository, digest: str) -> bool:
-        response = await self.send(rt, "HEAD", self.url(repo, "blobs", digest))
-        if response.status == 404:
+        """Whether ``repo`` holds blob ``digest``.
+
+        A ``HEAD`` that follows redirects, as registries on object storage answer blob HEADs with a
+        307 to a presigned URL (distribution's s3 driver, Docker Hub, ECR, GAR, Quay). 200 means
+        present, a 404 from the registry itself absent. Any other answer is not trusted for a blob
+        HEAD: presigned URLs are signed for one method, and GHCR, Pulp or GitLab's virtual registries
+        redirect a HEAD to a GET-signed URL that answers 403 to it; ECR Public answers 401 to blob
+        HEADs. Then a ``GET`` of ``Range: bytes=0-0`` (one byte at most) decides: 200/206 present (416
+        too, S3's answer for an empty object), 404 absent, anything else raises ``transport.Error``."""
+        url = self.url(repo, "blobs", digest)
+        response = await self._follow(rt, Request("HEAD", url))
+        response.close()
+        if response.status == 200:
+            return True
+        if response.status == 404 and (response.url or url) == url:
             return False
-        transport.check_error(response, 200)
-        return True
+        confirm = await self._follow(rt, Request("GET", url, {"Range": "bytes=0-0"}, stream=True))
+        try:
+            if confirm.status in (200, 206, 416):
+                return True
+            if confirm.status == 404:
+                return False
+            await _check_blob_answer(confirm, url)
+        finally:
+            confirm.close()
+        return True  # pragma: no cover - _check_blob_answer raised
 
     async def open_blob(self, rt: RoundTripper, repo: Repository, digest: str, *, offset: int = 0) -> Response:
         """A streaming GET of a blob, following redirects to storage (without the registry's
@@ -381,14 +427,11 @@ class Session:
 
         With ``offset``, ``Range: bytes=OFFSET-`` is asked; the answer is 206 when the source honoured it
         or 200 with the whole blob when it did not (the caller skips the prefix)."""
-        via = Redirects(rt, check=_guard_redirect)
         headers = {"Range": f"bytes={offset}-"} if offset else None
-        request = Request("GET", self.url(repo, "blobs", digest), headers, stream=True)
-        response = await via.round_trip_async(request)
-        self.retries += int(response.extensions.get("retries", 0) or 0)
+        url = self.url(repo, "blobs", digest)
+        response = await self._follow(rt, Request("GET", url, headers, stream=True))
         if response.status != 200 and not (offset and response.status == 206):
-            await response.aread()
-            transport.check_error(response, 200)
+            await _check_blob_answer(response, url)
         return response
 
     async def begin_upload(self, rt: RoundTripper, repo: Repository, *, digest: str = "",
