@@ -97,9 +97,9 @@ def _inet_aton(text: str) -> int | None:
             return None
         if part[:2] in ("0x", "0X"):
             digits = part[2:]
-            if digits and not all(c in "0123456789abcdefABCDEF" for c in digits):
-                return None
-            value = int(digits, 16) if digits else 0  # glibc reads a bare "0x" as 0
+            if not digits or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                return None  # glibc refuses a bare "0x" too
+            value = int(digits, 16)
         elif part[0] == "0":
             if not all(c in "01234567" for c in part):
                 return None
