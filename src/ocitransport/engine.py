@@ -397,6 +397,7 @@ class _Transfer:
         "on_done",
         "passive",
         "pool_deadline",
+        "primary_ip",
         "progress",
         "progress_at",
         "reader",
@@ -449,6 +450,7 @@ class _Transfer:
         self.progress = -1
         self.progress_at = 0.0
         self.refused: str | None = None  # why the SSRF guard refused an address (see _set_guard)
+        self.primary_ip = ""  # the connected address, kept for a stream head delivered after release
 
     def scan_head(self) -> bool:
         """Whether a streaming transfer's final head is complete (1xx heads are skipped; a 101 is
@@ -1654,6 +1656,8 @@ class Engine(RoundTripper):
         except BaseException as exc:  # noqa: BLE001 - a malformed head fails this request only
             error = _local_error(t, exc)
         ext = t.request.extensions
+        if ext and ext.get("primary_ip") is True:
+            t.primary_ip = curl.getinfo(pycurl.PRIMARY_IP)
         if ext and ext.get("timing"):
             timing = _timing(curl)
             if result is not None:
@@ -1745,8 +1749,9 @@ class Engine(RoundTripper):
             r.extensions = ext
         else:
             r.extensions = {}
-        if request.extensions and request.extensions.get("primary_ip") is True and t.handle is not None:
-            r.extensions["primary_ip"] = t.handle.curl.getinfo(pycurl.PRIMARY_IP)  # for an SSRF guard
+        if request.extensions and request.extensions.get("primary_ip") is True:  # for an SSRF guard
+            r.extensions["primary_ip"] = (t.primary_ip if t.handle is None
+                                          else t.handle.curl.getinfo(pycurl.PRIMARY_IP))
         return r
 
     def _deliver_heads(self) -> None:
