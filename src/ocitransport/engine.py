@@ -1117,7 +1117,7 @@ class Engine(RoundTripper):
             return False
         from ._urls import origin
 
-        return not urllib.request.proxy_bypass_environment(origin(url)[1], proxies)
+        return not urllib.request.proxy_bypass_environment(origin(url)[1], proxies)  # type: ignore[attr-defined]
 
     def _release(self, h: _Handle, t: _Transfer) -> None:
         """Back to the free list, dropping references to this transfer's objects."""

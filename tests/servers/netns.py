@@ -349,8 +349,8 @@ async def _scenario(place: str, registry: str, session_options: dict[str, Any]) 
     repo = Repository(f"{registry}/a", insecure=True)
     digest = _digest(LAYER)
     with Client(timeout=_timeout(), proxy="") as client:
-        session = Session(client, retries=0, **session_options)
         try:
+            session = Session(client, retries=0, **session_options)
             if place in ("realm", "token-redirect", "ping"):
                 rt = await transport.new_async(repo.registry, Anonymous, client, [repo.scope("pull")])
                 response = await rt.round_trip_async(Request("GET", session.url(repo, "tags", "list")))
@@ -388,8 +388,11 @@ def _cli(args: list[str], *fresh: FakeRegistry) -> dict[str, Any]:
         registry.blobs.clear()
         registry.manifests.clear()
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "ocitransport", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, env={**os.environ, "NO_PROXY": "*"})
+    try:
+        done = subprocess.run([sys.executable, "-m", "ocitransport", *args, "--retries", "0"], capture_output=True,
+                              text=True, timeout=TIMEOUT, env={**os.environ, "NO_PROXY": "*"})
+    except subprocess.TimeoutExpired as exc:
+        return {"rc": None, "stderr": f"timed out after {exc.timeout} s", "seconds": exc.timeout}
     return {"rc": done.returncode, "stderr": done.stderr, "seconds": round(time.monotonic() - started, 2)}
 
 
