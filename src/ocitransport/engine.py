@@ -1096,8 +1096,8 @@ class Engine(RoundTripper):
 
         def prereq(primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
             reason = guard.refusal(primary_ip)
+            t.refused = reason  # None: connected to an allowed address (another one may have been refused)
             if reason is not None:
-                t.refused = reason
                 return pycurl.PREREQFUNC_ABORT  # type: ignore[no-any-return]
             return pycurl.PREREQFUNC_OK  # type: ignore[no-any-return]
 
@@ -1647,7 +1647,8 @@ class Engine(RoundTripper):
         result: Response | None = None
         error = t.error
         try:
-            if error is None and code and t.refused is not None:
+            if error is None and t.refused is not None and code in (pycurl.E_COULDNT_CONNECT,
+                                                                    pycurl.E_ABORTED_BY_CALLBACK):
                 error = _refused(t)
             elif error is None and code:
                 error = self._curl_error(t, curl, code, message)

@@ -162,6 +162,17 @@ def test_a_name_registry_is_judged_by_the_address_its_connection_used() -> None:
     assert guard.refusal("169.254.169.254") is not None
 
 
+def test_token_server_of_a_private_registry_may_be_private_by_name_only() -> None:
+    from ocitransport.transport.bearer import _redirect_guard
+
+    guard = _redirect_guard("10.0.0.5:5000", insecure=True)
+    assert guard.refusal("10.0.0.7") is None  # gitlab.corp next to registry.corp, resolved at connect
+    assert guard.refusal("169.254.169.254") is not None
+    assert _redirect_guard("11.0.0.1:5000", insecure=True).refusal("10.0.0.7") is not None
+    with pytest.raises(TokenError, match="private or link-local"):  # a literal stays refused (upstream)
+        validate_realm("http://10.0.0.7/token", "10.0.0.5:5000", insecure=True)
+
+
 @pytest.mark.parametrize("host", [h for h, a in SPELLED if a != "10.1.2.3" and (h[0] == "[" or ":" not in h)])
 def test_realm_in_any_spelling_is_refused(host: str) -> None:
     with pytest.raises(TokenError, match="is a private or link-local address"):

@@ -142,12 +142,16 @@ def validate_realm(realm: str, registry_host: str, insecure: bool) -> None:
 
 class _RealmGuard(AddressGuard):
     """The realm rule for the token server's redirects (``validate_realm`` on every hop), and the
-    address rule the engine applies to token requests that leave the registry's host."""
+    address rule the engine applies to token requests that leave the registry's host.
+
+    A token server named by DNS may be on a private address when the registry itself is on a loopback or
+    private one (GitLab: registry.corp and its token endpoint gitlab.corp on the same private network);
+    literal private realms stay refused by ``validate_realm``, as upstream does."""
 
     __slots__ = ("insecure",)
 
     def __init__(self, registry_host: str, insecure: bool) -> None:
-        super().__init__(registry_host, private_storage=False, what="token request")
+        super().__init__(registry_host, private_storage=None, what="token request")
         self.insecure = insecure
 
     def __call__(self, from_url: str, to_url: str) -> None:
