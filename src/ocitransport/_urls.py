@@ -162,8 +162,7 @@ def normalize_host(host: str) -> str:
     ip = host_address(host)
     if ip is not None:
         return str(ip)
-    h = host.strip().strip("[]").lower()
-    return h[:-1] if h.endswith(".") else h
+    return host.strip().strip("[]").lower().removesuffix(".")
 
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
@@ -235,7 +234,7 @@ class AddressGuard:
     carry the guard as ``extensions["address_guard"]``, which also catches DNS names (rebinding).
     """
 
-    __slots__ = ("registry", "registry_host", "private_storage", "what")
+    __slots__ = ("private_storage", "registry", "registry_host", "what")
 
     def __init__(self, registry: str, *, private_storage: bool | None = False, what: str = "redirect") -> None:
         self.registry = registry

@@ -78,7 +78,7 @@ def unavailable() -> str | None:
     """Why a network namespace cannot be made here (``None``: it can)."""
     try:
         done = subprocess.run(["unshare", "-n", "-m", "sh", "-c", "ip link set lo up"], capture_output=True,
-                              timeout=20)
+                              timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unshare -n -m is not usable here: {exc}"
     if done.returncode != 0:
@@ -90,7 +90,7 @@ def run(timeout: float = 300.0, only: str = "") -> dict[str, Any]:
     """Run every scenario (``only``: those whose name contains it) in a fresh namespace."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run(["unshare", "-n", "-m", sys.executable, "-m", "tests.servers.netns", only],
-                          cwd=root, capture_output=True, text=True, timeout=timeout)
+                          cwd=root, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"netns run failed ({done.returncode}):\n{done.stderr[-6000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -133,7 +133,7 @@ class Canary:
     def _accept(self, s: socket.socket) -> None:
         while not self.stop.is_set():
             try:
-                conn, peer = s.accept()
+                conn, _ = s.accept()
             except (TimeoutError, OSError):
                 continue
             local = conn.getsockname()
@@ -177,7 +177,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FakeRegistry
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
@@ -193,10 +193,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's names
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         srv = self.server
         srv.requests += 1
         path, _, query = self.path.partition("?")
@@ -259,7 +259,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(204, {"Location": path, "Range": "0--1"})
         return self._send(404, {"Content-Type": "application/json"}, b'{"errors":[]}')
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         srv = self.server
         srv.requests += 1
         self._body()
@@ -273,14 +273,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(202, {"Location": f"/upload/{name}", "Range": "0--1"})
         return self._send(404)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         srv = self.server
         srv.requests += 1
         name = self.path.split("?")[0].rpartition("/")[2]
         srv.uploads.setdefault(name, bytearray()).extend(self._body())
         return self._send(202, {"Location": f"/upload/{name}", "Range": f"0-{len(srv.uploads[name]) - 1}"})
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         srv = self.server
         srv.requests += 1
         path, _, query = self.path.partition("?")
@@ -298,7 +298,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(201, {"Docker-Content-Digest": _digest(body)})
         return self._send(404)
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self.server.requests += 1
         self._send(202)
 
@@ -318,10 +318,10 @@ class _StorageHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Storage
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.server.hits += 1
         data = CONFIG if self.path.endswith(_digest(CONFIG)) else LAYER
         self.send_response(200)
@@ -390,7 +390,7 @@ def _cli(args: list[str], *fresh: FakeRegistry) -> dict[str, Any]:
     started = time.monotonic()
     try:
         done = subprocess.run([sys.executable, "-m", "ocitransport", *args, "--retries", "0"], capture_output=True,
-                              text=True, timeout=TIMEOUT, env={**os.environ, "NO_PROXY": "*"})
+                              text=True, check=False, timeout=TIMEOUT, env={**os.environ, "NO_PROXY": "*"})
     except subprocess.TimeoutExpired as exc:
         return {"rc": None, "stderr": f"timed out after {exc.timeout} s", "seconds": exc.timeout}
     return {"rc": done.returncode, "stderr": done.stderr, "seconds": round(time.monotonic() - started, 2)}
