@@ -108,6 +108,7 @@ def _setup() -> None:
         f.write("127.0.0.1 localhost\n::1 localhost\n")
         f.writelines(f"{ip} {name}\n" for name, ip in HOSTS.items())
     subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)  # this namespace only (-m)
+    os.unlink(hosts)  # the mount holds the file; nothing is left behind in /tmp
 
 
 class Canary:
