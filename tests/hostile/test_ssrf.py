@@ -330,3 +330,34 @@ def test_cli_private_storage_flag(attacks: dict[str, Any]) -> None:
     allowed = attacks["cli/private-storage-flag"]
     assert allowed["outcome"]["rc"] == 0, allowed
     assert allowed["storage_hits"] == 2  # config and layer came from the private storage
+
+
+# ------------------------------------------------------------------------------------------- options
+
+def test_sync_file_key_per_registry() -> None:
+    from ocitransport.mirror.sync import SyncConfig, SyncConfigError
+
+    config = SyncConfig.from_dict({"destination": "d.example", "r.example": {
+        "images": {"a": []}, "allow-private-storage": True}, "s.example": {"images": {"b": []}}})
+    assert {s.registry: s.allow_private_storage for s in config.registries} == {"r.example": True,
+                                                                               "s.example": False}
+    with pytest.raises(SyncConfigError, match="allow-private-storage"):
+        SyncConfig.from_dict({"destination": "d.example", "r.example": {
+            "images": {"a": []}, "allow-private-storage": "yes please"}})
+
+
+def test_session_keyword_names_registries() -> None:
+    from ocitransport.mirror.session import Session
+
+    with Client() as client:
+        session = Session(client, allow_private_storage=["docker.io", "10.0.0.5:5000"])
+        assert session.allow_private_storage == {"index.docker.io", "10.0.0.5:5000"}
+        assert session.address_guard("index.docker.io", storage=True, what="x").refusal("10.1.1.1") is None
+        assert session.address_guard("index.docker.io", storage=False, what="x").refusal("10.1.1.1") is not None
+        assert session.address_guard("quay.io", storage=True, what="x").refusal("10.1.1.1") is not None
+
+
+def test_cli_flag_is_validated() -> None:
+    from ocitransport.cli import main
+
+    assert main(["copy", "--allow-private-storage", "bad host!", "r.example/a:t", "d.example/a:t"]) == 2

@@ -231,7 +231,7 @@ class Session:
         Locations, where private addresses are allowed for ``allow_private_storage`` registries and
         registries that are on a loopback or private address themselves."""
         name = registry.name if isinstance(registry, Registry) else registry
-        allowed = True if name in self.allow_private_storage else (None if storage else False)
+        allowed = (True if name in self.allow_private_storage else None) if storage else False
         return AddressGuard(name, private_storage=allowed, what=what)
 
     def _hand(self, url: str, guard: AddressGuard) -> dict[str, Any] | None:
