@@ -234,6 +234,9 @@ def _options(*, sync: bool) -> argparse.ArgumentParser:
                         help="do not look for referrers (signatures, SBOMs, attestations) to copy along"
                              + (" (overrides the file's)" if sync else "")
                              + "; tags that are selected are copied whatever their names")
+    common.add_argument("--allow-private-storage", action="append", default=[], metavar="REGISTRY",
+                        help="this registry's blob storage may be on a private address (on-prem MinIO on "
+                             "10.x); repeatable; link-local and loopback addresses stay refused")
     return common
 
 
@@ -333,6 +336,13 @@ def _check_common(args: argparse.Namespace) -> str | None:
         path = getattr(args, option)
         if path and not os.path.exists(path):
             return f"--{option.replace('_', '-')} {path}: no such file"
+    for name in args.allow_private_storage:
+        from .name import Registry
+
+        try:
+            Registry(name)
+        except ValueError as exc:
+            return f"--allow-private-storage {name}: {exc}"
     for p in args.platform:
         try:
             parse_platform(p)
@@ -411,7 +421,8 @@ def _run_copy(args: argparse.Namespace) -> int:
                 "client": _wire(client, args), "platforms": args.platform or None, "jobs": args.jobs,
                 "retries": args.retries, "include_nondistributable": args.include_nondistributable,
                 "insecure": args.insecure, "keep_going": args.keep_going, "dry_run": args.dry_run,
-                "referrers": args.referrers, "progress": progress}
+                "referrers": args.referrers, "progress": progress,
+                "allow_private_storage": args.allow_private_storage}
             if args.command == "copy":
                 report = mirror.copy(args.src, args.dst, **common)
             else:
@@ -423,7 +434,8 @@ def _run_copy(args: argparse.Namespace) -> int:
     return _finish(args, report, progress)
 
 
-def _dask_executor(stack: contextlib.ExitStack, address: str, keychain: Any) -> Any:
+def _dask_executor(stack: contextlib.ExitStack, address: str, keychain: Any,
+                   allow_private_storage: Sequence[str] = ()) -> Any:
     """Enter ``DaskExecutor.from_address(address)``; ``None`` (after one error line) when dask is missing.
     ``keychain`` (the sync file's credentials) serves the manifest reads it does on this side."""
     try:
@@ -432,7 +444,9 @@ def _dask_executor(stack: contextlib.ExitStack, address: str, keychain: Any) -> 
         if not logging.getLogger("ocitransport").isEnabledFor(logging.DEBUG):
             # dask logs every scheduler and worker event at INFO; failures still come through.
             logging.getLogger("distributed").setLevel(logging.ERROR)
-        options = {"keychain": keychain} if keychain is not None else {}
+        options: dict[str, Any] = {"keychain": keychain} if keychain is not None else {}
+        if allow_private_storage:
+            options["allow_private_storage"] = allow_private_storage
         return stack.enter_context(DaskExecutor.from_address(address, **options))
     except ImportError as exc:
         if (getattr(exc, "name", "") or "").startswith("ocitransport"):
@@ -487,7 +501,7 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
         with contextlib.ExitStack() as stack:
             executor = None
             if args.dask and not args.dry_run:
-                executor = _dask_executor(stack, args.dask, config.keychain())
+                executor = _dask_executor(stack, args.dask, config.keychain(), args.allow_private_storage)
                 if executor is None:
                     return 2
             client = stack.enter_context(_client(args))
@@ -496,7 +510,7 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
                           keep_going=True if args.keep_going else None, platforms=args.platform or None,
                           include=args.include, exclude=args.exclude,
                           include_nondistributable=args.include_nondistributable, insecure=args.insecure,
-                          referrers=args.referrers)
+                          referrers=args.referrers, allow_private_storage=args.allow_private_storage)
     except SyncConfigError as exc:
         _error(str(exc))
         return 2

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import select
+import socket
 import ssl
 import threading
 import time
@@ -288,6 +289,7 @@ class _Handle:
         "chunks",
         "curl",
         "custom",
+        "guarded",
         "has_reader",
         "headers",
         "lines",
@@ -308,6 +310,7 @@ class _Handle:
         self.timeout: Timeout | None = None
         self.write_mode = _BUFFERED
         self.has_reader = False
+        self.guarded = False  # OPENSOCKETFUNCTION / PREREQFUNCTION set for an SSRF guard
 
 
 class _Transfer:
@@ -333,10 +336,12 @@ class _Transfer:
         "on_done",
         "passive",
         "pool_deadline",
+        "primary_ip",
         "progress",
         "progress_at",
         "reader",
         "ready",
+        "refused",
         "request",
         "result",
         "sent_all",
@@ -383,6 +388,8 @@ class _Transfer:
         self.stall = 0.0  # seconds without a byte either way before the transfer is failed; 0: off
         self.progress = -1
         self.progress_at = 0.0
+        self.refused: str | None = None  # why the SSRF guard refused an address (see _set_guard)
+        self.primary_ip = ""  # the connected address, kept for a stream head delivered after release
 
     def scan_head(self) -> bool:
         """Whether a streaming transfer's final head is complete (1xx heads are skipped; a 101 is
@@ -852,6 +859,7 @@ class Engine(RoundTripper):
         share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
         share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
         self._static = self._static_options(verify, cert, proxy, http2, user_agent)
+        self._proxy = proxy
         self._free: list[_Handle] = []
         # Prepared HTTPHEADER lists by header items, without and with a request body (_header_list).
         self._header_lists: tuple[dict[tuple[Any, ...], list[str | bytes]], ...] = ({}, {})
@@ -997,6 +1005,58 @@ class Engine(RoundTripper):
         else:
             curl.setopt(pycurl.WRITEFUNCTION, t.on_sink)
             h.write_mode = _SINK
+        ext = request.extensions
+        guard = ext.get("address_guard") if ext else None
+        if guard is not None or h.guarded:
+            self._set_guard(h, t, guard)
+
+    def _set_guard(self, h: _Handle, t: _Transfer, guard: Any) -> None:
+        """Check the address libcurl connects to before a byte of the request is sent (SSRF guard).
+
+        OPENSOCKETFUNCTION sees every address of a new connection before ``connect()``: a refused one
+        gets ``CURL_SOCKET_BAD``, so nothing reaches it (libcurl tries the name's other addresses).
+        PREREQFUNCTION sees the address of the connection the request really goes out on, also a
+        pooled one (libcurl's pool is keyed by host name and port, not by the guard that opened it).
+        Set only on guarded requests and removed when the pooled handle serves an unguarded one.
+        Through a proxy the address is the proxy's: the guard then stays with the URL's spelling."""
+        curl = h.curl
+        if guard is None or self._proxied(t.request.url):
+            curl.setopt(pycurl.OPENSOCKETFUNCTION, None)
+            curl.setopt(pycurl.PREREQFUNCTION, None)
+            h.guarded = False
+            return
+
+        def opensocket(purpose: int, address: Any) -> Any:
+            reason = guard.refusal(address.addr[0])
+            if reason is not None:
+                t.refused = reason
+                return pycurl.SOCKET_BAD
+            return socket.socket(address.family, address.socktype, address.protocol)  # pycurl dups it
+
+        def prereq(primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
+            reason = guard.refusal(primary_ip)
+            t.refused = reason  # None: connected to an allowed address (another one may have been refused)
+            if reason is not None:
+                return pycurl.PREREQFUNC_ABORT  # type: ignore[no-any-return]
+            return pycurl.PREREQFUNC_OK  # type: ignore[no-any-return]
+
+        curl.setopt(pycurl.OPENSOCKETFUNCTION, opensocket)
+        curl.setopt(pycurl.PREREQFUNCTION, prereq)
+        h.guarded = True
+
+    def _proxied(self, url: str) -> bool:
+        """Whether libcurl sends ``url`` through a proxy (the engine's, or ``*_proxy`` variables)."""
+        if self._proxy is not None:
+            return self._proxy != ""
+        import urllib.request
+
+        proxies = urllib.request.getproxies_environment()
+        scheme = url.partition(":")[0].lower()
+        if not (proxies.get(scheme) or proxies.get("all")):
+            return False
+        from ._urls import origin
+
+        return not urllib.request.proxy_bypass_environment(origin(url)[1], proxies)  # type: ignore[attr-defined]
 
     def _release(self, h: _Handle, t: _Transfer) -> None:
         """Back to the free list, dropping references to this transfer's objects."""
@@ -1526,13 +1586,18 @@ class Engine(RoundTripper):
         result: Response | None = None
         error = t.error
         try:
-            if error is None and code:
+            if error is None and t.refused is not None and code in (pycurl.E_COULDNT_CONNECT,
+                                                                    pycurl.E_ABORTED_BY_CALLBACK):
+                error = _refused(t)
+            elif error is None and code:
                 error = self._curl_error(t, curl, code, message)
             if error is None and t.mode != _STREAM:
                 result = self._response(t, h.lines, h.chunks)
         except BaseException as exc:  # noqa: BLE001 - a malformed head fails this request only
             error = _local_error(t, exc)
         ext = t.request.extensions
+        if ext and ext.get("primary_ip") is True:
+            t.primary_ip = curl.getinfo(pycurl.PRIMARY_IP)
         if ext and ext.get("timing"):
             timing = _timing(curl)
             if result is not None:
@@ -1624,6 +1689,9 @@ class Engine(RoundTripper):
             r.extensions = ext
         else:
             r.extensions = {}
+        if request.extensions and request.extensions.get("primary_ip") is True:  # for an SSRF guard
+            r.extensions["primary_ip"] = (t.primary_ip if t.handle is None
+                                          else t.handle.curl.getinfo(pycurl.PRIMARY_IP))
         return r
 
     def _deliver_heads(self) -> None:
@@ -1943,6 +2011,18 @@ def _local_error(t: _Transfer, exc: BaseException) -> BaseException:
         invalid.__cause__ = exc
         return invalid
     return exc
+
+
+def _refused(t: _Transfer) -> BaseException:
+    """The SSRF guard's refusal of ``t``'s address as the one clear, typed error (never retried)."""
+    from ._urls import address_kind
+    from .exceptions import AddressRefused
+
+    guard = t.request.extensions["address_guard"]
+    reason = t.refused or ""
+    address = reason.partition(",")[0]
+    return AddressRefused(guard.message(redact_url(t.request.url), reason), address=address,
+                          kind=address_kind(address))
 
 
 def _default_user_agent() -> str:

@@ -91,5 +91,15 @@ class RedirectError(OCITransportError):
     """A redirect was refused: too many hops, a missing Location, or an SSRF guard."""
 
 
+class AddressRefused(RedirectError):
+    """The SSRF guard refused the address a URL a server handed us leads to (a redirect, an upload
+    ``Location``, a token realm, a ``Link``); ``address`` is the IP, ``kind`` why. Never retried."""
+
+    def __init__(self, message: str, *, address: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+        self.kind = kind
+
+
 class ClientClosed(OCITransportError):
     """The Client was closed; no new request can start."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 from ._redaction import redact_url
-from ._urls import DEFAULT_PORTS, origin
+from ._urls import DEFAULT_PORTS, AddressGuard, check_location, origin
 from .exceptions import RedirectError
 from .messages import Request, Response
 from .roundtrip import Exchange, Layer, RoundTripper
@@ -33,7 +33,11 @@ class Redirects(Layer):
     * ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` are dropped as soon as scheme, host
       or port differ from the previous hop.
     * Every intermediate response is closed (a streaming body is not left holding a connection).
-    * ``check(from_url, to_url)`` runs before each hop and may raise to refuse it.
+    * ``check(from_url, to_url)`` runs before each hop and may raise to refuse it. When it is an
+      ``AddressGuard`` (the registry layers' SSRF rule), every hop to another host also carries it to
+      the engine, which checks the address libcurl connects to (``AddressRefused``); the first request
+      asks for its connection's address, so the registry's own address is known to the guard.
+    * A ``Location`` longer than ``MAX_LOCATION`` (8 KiB) is refused at once (``RedirectError``).
 
     A 3xx without ``Location`` is returned as it is. The final response's ``url`` is the last URL.
     """
@@ -48,15 +52,22 @@ class Redirects(Layer):
 
     def handle(self, request: Request) -> Exchange:
         current = request
+        guard = self.check if isinstance(self.check, AddressGuard) else None
+        if guard is not None and not request.extensions.get("primary_ip"):
+            current = request.copy()
+            current.extensions = {**request.extensions, "primary_ip": True}
         hops = 0
         while True:
             response: Response = yield current
+            if guard is not None and hops == 0:
+                guard.learn(response.extensions)  # the registry's own address
             if response.status not in REDIRECT_STATUSES:
                 return response
             location = response.headers.get("Location")
             if not location:
                 return response
             response.close()
+            check_location(location, f"{current.method} {redact_url(current.url)}")
             if hops >= self.max_redirects:
                 raise RedirectError(f"{request.method} {redact_url(request.url)}: stopped after "
                                     f"{self.max_redirects} redirects")
@@ -71,7 +82,7 @@ class Redirects(Layer):
         """
         gen = self.handle(request)
         first = gen.send(None)
-        assert first is request
+        assert first.url == request.url  # (a guard asks for the connected address on a copy)
         return _continue(gen, response)
 
     def next_request(self, current: Request, status: int, location: str) -> Request:
@@ -83,6 +94,11 @@ class Redirects(Layer):
                                 f"scheme {scheme!r}")
         if self.check is not None:
             self.check(current.url, target)
+        extensions = current.extensions
+        if isinstance(self.check, AddressGuard) and not self.check.is_registry(origin(target)[1]):
+            extensions = {**extensions, "address_guard": self.check}
+        elif "address_guard" in extensions:
+            extensions = {k: v for k, v in extensions.items() if k != "address_guard"}
         method = current.method
         drop_body = (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST")
         headers = current.headers.copy()
@@ -94,13 +110,17 @@ class Redirects(Layer):
             for name in headers.keys():  # noqa: SIM118 - a list copy: deleting while iterating
                 if name.lower() in BODY_HEADERS:
                     del headers[name]
-            return current.copy(url=target, method="GET" if method != "HEAD" else method,
-                                headers=headers, body=None)
+            new = current.copy(url=target, method="GET" if method != "HEAD" else method,
+                               headers=headers, body=None)
+            new.extensions = extensions
+            return new
         if not current.replayable:
             raise RedirectError(
                 f"{method} {redact_url(current.url)}: {status} redirect to {redact_url(target)} needs the "
                 "request body again, but it is a one-shot iterator; send bytes or a seekable file")
-        return current.copy(url=target, headers=headers)
+        new = current.copy(url=target, headers=headers)
+        new.extensions = extensions
+        return new
 
 
 def _continue(gen: Exchange, value: object) -> Exchange:

@@ -117,7 +117,8 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
          platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
          include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
          dry_run: bool = False, progress: Progress | None = None, referrers: bool = True,
-         chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
+         chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE,
+         allow_private_storage: Sequence[str] = ()) -> Report:
     """Copy one image reference ``src`` (``host/repo:tag`` or ``host/repo@sha256:...``) to ``dst``.
 
     ``dst`` is a full reference, or a repository (the source's tag or digest is kept). An index is
@@ -133,12 +134,16 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
 
     Blobs larger than ``chunk_threshold`` bytes (default 64 MiB) go up in ``chunk_size`` chunks (default
     16 MiB; ``PATCH``, resumable after a break), smaller ones in a single ``PUT``.
+
+    ``allow_private_storage``: registries whose blob redirects and upload Locations may lead to private
+    (RFC 1918 / ULA) addresses, such as on-prem MinIO (a registry on a loopback or private address gets
+    this anyway; link-local, unspecified and multicast addresses are refused always).
     """
     _check_jobs(jobs)
     started = time.monotonic()
     with _Owned(client, jobs) as c:
         async def main() -> Report:
-            session = Session(c, keychain, retries=retries)
+            session = Session(c, keychain, retries=retries, allow_private_storage=allow_private_storage)
             plan = await _plan_copy(session, src, dst, platforms or (), insecure, referrers)
             return await execute_plan(session, plan, jobs=jobs, retries=retries,
                                       include_nondistributable=include_nondistributable,
@@ -154,7 +159,8 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
                       include_nondistributable: bool = False, insecure: bool = False,
                       keep_going: bool = True, dry_run: bool = False,
                       progress: Progress | None = None, referrers: bool = True,
-                      chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
+                      chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE,
+                      allow_private_storage: Sequence[str] = ()) -> Report:
     """Copy every tag of ``src_repo`` (``host/repo``) to the same tag in ``dst_repo``.
 
     ``tags``: only these tags (default: all, listed with ``n=1000`` pages following ``Link``).
@@ -167,7 +173,8 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
                                client=client, keychain=keychain, platforms=platforms, jobs=jobs,
                                retries=retries, include_nondistributable=include_nondistributable,
                                insecure=insecure, keep_going=keep_going, dry_run=dry_run, progress=progress,
-                               referrers=referrers, chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+                               referrers=referrers, chunk_threshold=chunk_threshold, chunk_size=chunk_size,
+                               allow_private_storage=allow_private_storage)
 
 
 def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
@@ -177,7 +184,8 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                         include_nondistributable: bool = False, insecure: bool = False,
                         keep_going: bool = True, dry_run: bool = False,
                         progress: Progress | None = None, referrers: bool = True,
-                        chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
+                        chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE,
+                        allow_private_storage: Sequence[str] = ()) -> Report:
     """:func:`mirror_repository` for several ``(src_repo, dst_repo)`` pairs in one run: one plan, one
     pool of workers, and blobs shared between destination repositories are uploaded once and mounted
     into the others."""
@@ -185,7 +193,7 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
     started = time.monotonic()
     with _Owned(client, jobs) as c:
         async def main() -> Report:
-            session = Session(c, keychain, retries=retries)
+            session = Session(c, keychain, retries=retries, allow_private_storage=allow_private_storage)
             plan = Plan()
             for src_repo, dst_repo in pairs:
                 try:
@@ -225,13 +233,14 @@ def plan_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None 
 def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychain: Keychain | None = None,
             jobs: int = 8, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
             progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
-            chunk_size: int = CHUNK_SIZE) -> Report:
+            chunk_size: int = CHUNK_SIZE, allow_private_storage: Sequence[str] = ()) -> Report:
     """Run planned units (from any plan, possibly made elsewhere) and report."""
     _check_jobs(jobs)
     started = time.monotonic()
     plan = Plan(units=list(units))
     with _Owned(client, jobs) as c:
-        return _run(lambda: execute_plan(Session(c, keychain, retries=retries), plan, jobs=jobs, retries=retries,
+        return _run(lambda: execute_plan(Session(c, keychain, retries=retries,
+                                                 allow_private_storage=allow_private_storage), plan, jobs=jobs, retries=retries,
                                      include_nondistributable=include_nondistributable, keep_going=keep_going,
                                      dry_run=False, progress=progress, started=started,
                                      chunk_threshold=chunk_threshold, chunk_size=chunk_size))

@@ -43,7 +43,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -232,6 +232,8 @@ class WorkerOptions:
     transfers: int = 8
     pause_refresh: float = DEFAULT_PAUSE_REFRESH
     policy: LimitPolicy | None = None
+    #: Registries whose storage may be on private addresses (``Session(allow_private_storage=)``).
+    allow_private_storage: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -362,7 +364,8 @@ class _WorkerMirror:
         self.pauses = ClusterPauses(lambda: worker.client, refresh=options.pause_refresh)
         self.limits = SharedLimits(self.pauses, options.policy)
         # The worker's own DefaultKeychain: credentials never travel with tasks.
-        self.session = Session(self.client, retries=options.retries, limits=self.limits)
+        self.session = Session(self.client, retries=options.retries, limits=self.limits,
+                               allow_private_storage=options.allow_private_storage)
         self.blobs = BlobCopy(self.session, transfers=options.transfers, retries=options.retries)
         self.retries = options.retries
         self.transfers = options.transfers
@@ -637,8 +640,10 @@ class DaskExecutor:
     def __init__(self, client: distributed.Client, *, registry_limits: Mapping[str, int] | None = None,
                  default_limit: int = DEFAULT_REGISTRY_LIMIT, keychain: Keychain | None = None,
                  policy: LimitPolicy | None = None, pause_refresh: float = DEFAULT_PAUSE_REFRESH,
-                 _owned: tuple[Any, ...] = ()) -> None:
+                 allow_private_storage: Iterable[str] = (), _owned: tuple[Any, ...] = ()) -> None:
         self.client = client
+        #: Registries whose blob storage may be on private addresses, on every worker (see Session).
+        self.allow_private_storage: frozenset[str] = frozenset(allow_private_storage)
         self.registry_limits = dict(registry_limits or {})
         self.default_limit = default_limit
         self.keychain = keychain
@@ -701,7 +706,8 @@ class DaskExecutor:
             session = Session(local, self.keychain, retries=retries)
             expanded = _run(lambda: _expand(session, plan.units, jobs))
         options = WorkerOptions(retries=retries, transfers=jobs, pause_refresh=self.pause_refresh,
-                                policy=self.policy)
+                                policy=self.policy,
+                                allow_private_storage=tuple(sorted(self.allow_private_storage)))
         # Measured when the graph is made: workers added later (an adaptive cluster) are not counted.
         threads = sum(self.client.nthreads().values())  # type: ignore[no-untyped-call]
         graph = TaskGraph(pull_quota=dict(session.pull_quota))

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from .. import transport
 from .._links import next_link
-from .._urls import authority, is_blocked_address
+from .._urls import MAX_LOCATION, AddressGuard, authority, describe, normalize_host, origin
 from ..authn import Anonymous, Authenticator, DefaultKeychain
-from ..exceptions import BodyTooLarge, OCITransportError, RedirectError
+from ..exceptions import AddressRefused, BodyTooLarge, OCITransportError
 from ..messages import Body, Request, Response
 from ..name import Registry, Repository
 from ..redirects import Redirects
@@ -100,28 +100,29 @@ class DigestMismatch(MirrorError):
     """The bytes that came from the source do not hash to the digest the manifest names."""
 
 
-def _guard_redirect(from_url: str, to_url: str) -> None:
-    """Upstream's pull redirect rule: another host that is a private/link-local IP literal is refused."""
-    old, new = urlsplit(from_url), urlsplit(to_url)
-    if (new.hostname or "") != (old.hostname or "") and is_blocked_address(new.hostname or ""):
-        raise RedirectError(f'SSRF protection: redirect from "{old.netloc}" to private/link-local host '
-                            f'"{new.netloc}" denied')
-
-
-def resolve_location(response: Response, request_url: str) -> str:
-    """The upload ``Location`` resolved against the request URL, refused when it moves to another host
-    that is a private/link-local IP literal (upstream's SSRF rule)."""
+def resolve_location(response: Response, request_url: str, guard: AddressGuard | None = None) -> str:
+    """The upload ``Location`` resolved against the request URL; refused when longer than
+    ``MAX_LOCATION`` or when it moves to another host that is, in any spelling, an address ``guard``
+    refuses (by default: loopback, private, link-local... - upstream's SSRF rule)."""
+    method = response.request.method if response.request else "POST"
     location = response.headers.get("Location")
     if not location:
-        raise MirrorError(f"{response.request.method if response.request else 'POST'} "
-                          f"{_public(request_url)}: missing Location header")
+        raise MirrorError(f"{method} {_public(request_url)}: missing Location header")
+    if len(location) > MAX_LOCATION:
+        raise MirrorError(f"{method} {_public(request_url)}: Location header is {len(location)} bytes; at "
+                          f"most {MAX_LOCATION} are followed")
     url = urljoin(response.url or request_url, location.strip())
     target = urlsplit(url)
     if target.scheme not in ("http", "https"):
         raise MirrorError(f"upload Location has unsupported scheme {target.scheme!r}")
-    if authority(url) != authority(request_url) and is_blocked_address(target.hostname or ""):
+    if guard is None:
+        guard = AddressGuard(authority(request_url), what="upload Location")
+    guard.learn(response.extensions)
+    try:
+        guard.check_url(url)
+    except AddressRefused as exc:
         raise MirrorError(f'SSRF protection: Location header redirects to private/link-local host '
-                          f'"{target.netloc}"')
+                          f'"{authority(url)}" ({exc.address}, {describe(exc.kind)}); refused') from None
     return url
 
 
@@ -160,8 +161,15 @@ class Session:
     """
 
     def __init__(self, client: Client, keychain: Keychain | None = None, *, retries: int = 3,
-                 limits: transport.LimitBackend | None = None) -> None:
+                 limits: transport.LimitBackend | None = None,
+                 allow_private_storage: Iterable[str] = ()) -> None:
         self.client = client
+        #: Registries whose blob redirects and upload Locations may lead to private (RFC 1918 / ULA)
+        #: addresses: on-prem storage such as MinIO on 10.x. A registry that is itself on a loopback or
+        #: private address gets this without asking; link-local, unspecified and multicast never.
+        self.allow_private_storage: frozenset[str] = frozenset(_registry_name(r) for r in allow_private_storage)
+        # Hosts that server-handed URLs (upload Locations, Link pages) point to, with their guard.
+        self._handed: dict[str, AddressGuard] = {}
         self.keychain = keychain if keychain is not None else DefaultKeychain()
         backoff = transport.Backoff(duration=0.5, factor=2.0, jitter=0.1, steps=max(retries, 0) + 1)
         #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
@@ -217,10 +225,36 @@ class Session:
         return await self.transport_for(repo.registry, scopes)
 
     async def send(self, rt: RoundTripper, method: str, url: str, *, headers: dict[str, str] | None = None,
-                   body: Any = None, stream: bool = False) -> Response:
-        response = await rt.round_trip_async(Request(method, url, headers, body, stream=stream))
+                   body: Any = None, stream: bool = False, extensions: dict[str, Any] | None = None) -> Response:
+        response = await rt.round_trip_async(Request(method, url, headers, body, stream=stream,
+                                                     extensions=extensions))
         self.retries += int(response.extensions.get("retries", 0) or 0)
         return response
+
+    # -- SSRF guards ------------------------------------------------------------------------------
+
+    def address_guard(self, registry: Registry | str, *, storage: bool, what: str) -> AddressGuard:
+        """The SSRF rule for URLs ``registry`` hands us. ``storage``: blob redirects and upload
+        Locations, where private addresses are allowed for ``allow_private_storage`` registries and
+        registries that are on a loopback or private address themselves."""
+        name = registry.name if isinstance(registry, Registry) else registry
+        allowed = (True if name in self.allow_private_storage else None) if storage else False
+        return AddressGuard(name, private_storage=allowed, what=what)
+
+    def _hand(self, url: str, guard: AddressGuard) -> dict[str, Any] | None:
+        """Extensions for a request to ``url``, a URL the registry handed us: the guard goes with it to
+        the engine (which checks the address connected to) unless ``url`` is on the registry's host."""
+        host = origin(url)[1]
+        if guard.is_registry(host):
+            return None
+        self._handed[normalize_host(host)] = guard
+        return {"address_guard": guard}
+
+    def _handed_guard(self, url: str) -> dict[str, Any] | None:
+        if not self._handed:
+            return None
+        guard = self._handed.get(normalize_host(origin(url)[1]))
+        return None if guard is None else {"address_guard": guard}
 
     # -- URLs -------------------------------------------------------------------------------------
 
@@ -321,9 +355,12 @@ class Session:
         url = self.url(repo, "referrers", digest)
         entries: list[dict[str, Any]] = []
         seen_urls: set[str] = set()
+        guard = self.address_guard(repo.registry, storage=False, what=f"referrers page of {repo.name}")
+        extensions: dict[str, Any] | None = None
         for page in range(MAX_REFERRER_PAGES):
             seen_urls.add(url)
-            response = await self.send(rt, "GET", url, headers={"Accept": OCI_INDEX}, stream=True)
+            response = await self.send(rt, "GET", url, headers={"Accept": OCI_INDEX}, stream=True,
+                                       extensions=extensions)
             if response.status != 200:
                 await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
                 if response.status in (400, 404, 405, 406, 501) and page == 0:
@@ -345,9 +382,12 @@ class Session:
             next_url = next_link(response.headers.get_all("Link"), response.url or url)
             if next_url is None or next_url in seen_urls:
                 return entries
-            if authority(next_url) != authority(url) and is_blocked_address(urlsplit(next_url).hostname or ""):
+            try:
+                guard.check_url(next_url)
+            except AddressRefused as exc:
                 raise MirrorError(f'SSRF protection: referrers of {repo.name} link to private/link-local host '
-                                  f'"{urlsplit(next_url).netloc}"')
+                                  f'"{authority(next_url)}" ({exc.address}, {describe(exc.kind)}); refused') from None
+            extensions = self._hand(next_url, guard)
             url = next_url
         raise MirrorError(f"{repo.name}@{digest}: more than {MAX_REFERRER_PAGES} pages of referrers")
 
@@ -361,9 +401,11 @@ class Session:
         url = with_query(self.url(repo, "tags", "list"), n=str(TAGS_PAGE_SIZE))
         tags: list[str] = []
         seen_urls: set[str] = set()
+        guard = self.address_guard(repo.registry, storage=False, what=f"tag list page of {repo.name}")
+        extensions: dict[str, Any] | None = None
         for _ in range(MAX_TAG_PAGES):
             seen_urls.add(url)
-            response = await self.send(rt, "GET", url, stream=True)
+            response = await self.send(rt, "GET", url, stream=True, extensions=extensions)
             if response.status != 200:
                 await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
                 transport.check_error(response, 200)
@@ -375,9 +417,12 @@ class Session:
             next_url = next_link(response.headers.get_all("Link"), response.url or url)
             if next_url is None or next_url in seen_urls:
                 break
-            if authority(next_url) != authority(url) and is_blocked_address(urlsplit(next_url).hostname or ""):
+            try:
+                guard.check_url(next_url)
+            except AddressRefused as exc:
                 raise MirrorError(f'SSRF protection: tag list of {repo.name} links to private/link-local host '
-                                  f'"{urlsplit(next_url).netloc}"')
+                                  f'"{authority(next_url)}" ({exc.address}, {describe(exc.kind)}); refused') from None
+            extensions = self._hand(next_url, guard)
             url = next_url
         else:
             raise MirrorError(f"{repo.name}: more than {MAX_TAG_PAGES} pages of tags")
@@ -385,11 +430,12 @@ class Session:
 
     # -- blobs ------------------------------------------------------------------------------------
 
-    async def _follow(self, rt: RoundTripper, request: Request) -> Response:
+    async def _follow(self, rt: RoundTripper, repo: Repository, request: Request) -> Response:
         """``request`` through ``rt``, following redirects to storage: the registry's credentials stay
         on its own host (the auth layers add them only there, and ``Redirects`` drops them on a new
-        origin), and a hop to a private IP literal on another host is refused."""
-        response = await Redirects(rt, check=_guard_redirect).round_trip_async(request)
+        origin), and a hop to a refused address (the SSRF rule of ``address_guard``) is not made."""
+        guard = self.address_guard(repo.registry, storage=True, what="blob redirect")
+        response = await Redirects(rt, check=guard).round_trip_async(request)
         self.retries += int(response.extensions.get("retries", 0) or 0)
         return response
 
@@ -404,13 +450,13 @@ class Session:
         HEADs. Then a ``GET`` of ``Range: bytes=0-0`` (one byte at most) decides: 200/206 present (416
         too, S3's answer for an empty object), 404 absent, anything else raises ``transport.Error``."""
         url = self.url(repo, "blobs", digest)
-        response = await self._follow(rt, Request("HEAD", url))
+        response = await self._follow(rt, repo, Request("HEAD", url))
         response.close()
         if response.status == 200:
             return True
         if response.status == 404 and (response.url or url) == url:
             return False
-        confirm = await self._follow(rt, Request("GET", url, {"Range": "bytes=0-0"}, stream=True))
+        confirm = await self._follow(rt, repo, Request("GET", url, {"Range": "bytes=0-0"}, stream=True))
         try:
             if confirm.status in (200, 206, 416):
                 return True
@@ -429,7 +475,7 @@ class Session:
         or 200 with the whole blob when it did not (the caller skips the prefix)."""
         headers = {"Range": f"bytes={offset}-"} if offset else None
         url = self.url(repo, "blobs", digest)
-        response = await self._follow(rt, Request("GET", url, headers, stream=True))
+        response = await self._follow(rt, repo, Request("GET", url, headers, stream=True))
         if response.status != 200 and not (offset and response.status == 206):
             await _check_blob_answer(response, url)
         return response
@@ -441,21 +487,28 @@ class Session:
         With ``mount_from``, ``?mount=<digest>&from=<repo>`` is asked first; any answer but 201 or 202
         (or a transport error) retries once without the mount, as upstream does."""
         url = self.url(repo, "blobs", "uploads/")
+        guard = self.address_guard(repo.registry, storage=True, what="upload Location")
+        ask_ip = {"primary_ip": True}  # the registry's address, for the guard's own-address rule
         if mount_from is not None and digest:
             mount_url = with_query(url, mount=digest, **{"from": mount_from.path})
             try:
                 response = await self.send(rt, "POST", mount_url, headers={"Content-Type": "application/json"},
-                                           body=b"")
+                                           body=b"", extensions=ask_ip)
             except OCITransportError:
                 response = None
             if response is not None:
                 if response.status == 201:
                     return None
                 if response.status == 202:
-                    return Upload(resolve_location(response, mount_url), chunk_min=_chunk_min(response))
-        response = await self.send(rt, "POST", url, headers={"Content-Type": "application/json"}, body=b"")
+                    return self._upload(resolve_location(response, mount_url, guard), guard, response)
+        response = await self.send(rt, "POST", url, headers={"Content-Type": "application/json"}, body=b"",
+                                   extensions=ask_ip)
         transport.check_error(response, 202)
-        return Upload(resolve_location(response, url), chunk_min=_chunk_min(response))
+        return self._upload(resolve_location(response, url, guard), guard, response)
+
+    def _upload(self, url: str, guard: AddressGuard, response: Response) -> Upload:
+        self._hand(url, guard)
+        return Upload(url, chunk_min=_chunk_min(response), guard=guard)
 
     async def start_upload(self, rt: RoundTripper, repo: Repository, *, digest: str = "",
                            mount_from: Repository | None = None) -> str | None:
@@ -469,28 +522,36 @@ class Session:
         start = upload.offset
         response = await self.send(rt, "PATCH", upload.url, headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(length),
-            "Content-Range": f"{start}-{start + length - 1}"}, body=body)
+            "Content-Range": f"{start}-{start + length - 1}"}, body=body, extensions=self._handed_guard(upload.url))
         transport.check_error(response, 202)
         held = _range_end(response.headers.get("Range"))
         upload.offset = start + length if held is None else held
-        upload.url = resolve_location(response, upload.url)
+        upload.url = self._relocate(response, upload)
 
     async def upload_status(self, rt: RoundTripper, upload: Upload) -> bool:
         """``GET <upload.url>``: how much the registry holds (``upload.offset``, from ``Range``) and where to
         go on (``upload.url``). ``False`` when the upload session is gone (404)."""
-        response = await self.send(rt, "GET", upload.url)
+        response = await self.send(rt, "GET", upload.url, extensions=self._handed_guard(upload.url))
         if response.status == 404:
             return False
         transport.check_error(response, 204)
         upload.offset = _range_end(response.headers.get("Range")) or 0
         if response.headers.get("Location"):
-            upload.url = resolve_location(response, upload.url)
+            upload.url = self._relocate(response, upload)
         return True
+
+    def _relocate(self, response: Response, upload: Upload) -> str:
+        """The next upload URL from ``response``'s ``Location``, under the upload's guard."""
+        if upload.guard is None:
+            return resolve_location(response, upload.url)
+        url = resolve_location(response, upload.url, upload.guard)
+        self._hand(url, upload.guard)
+        return url
 
     async def cancel_upload(self, rt: RoundTripper, upload: Upload) -> None:
         """``DELETE <upload.url>``, best effort (registries also expire abandoned uploads)."""
         try:
-            response = await self.send(rt, "DELETE", upload.url)
+            response = await self.send(rt, "DELETE", upload.url, extensions=self._handed_guard(upload.url))
             response.close()
         except OCITransportError:
             pass
@@ -500,7 +561,8 @@ class Session:
         upload, none after PATCHes)."""
         url = with_query(location, digest=digest)
         response = await self.send(rt, "PUT", url, headers={
-            "Content-Type": "application/octet-stream", "Content-Length": str(size)}, body=body)
+            "Content-Type": "application/octet-stream", "Content-Length": str(size)}, body=body,
+            extensions=self._handed_guard(location))
         transport.check_error(response, 201)
         got = response.headers.get("Docker-Content-Digest")
         if got and got != digest:
@@ -518,9 +580,19 @@ class Upload:
     url: str
     offset: int = 0
     chunk_min: int = 0
+    #: The SSRF rule of the registry that began the upload (``None``: the default rule).
+    guard: AddressGuard | None = None
 
     def __repr__(self) -> str:
         return f"Upload({_public(self.url)!r}, offset={self.offset})"
+
+
+def _registry_name(name: str) -> str:
+    """``"docker.io"`` -> ``"index.docker.io"``: a registry as ``Registry.name`` spells it."""
+    try:
+        return Registry(name).name
+    except Exception:  # noqa: BLE001 - an odd spelling is kept as given (it then matches nothing)
+        return name
 
 
 def _chunk_min(response: Response) -> int:

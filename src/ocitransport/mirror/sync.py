@@ -26,6 +26,7 @@ source registries; a handful of other top-level keys (below) hold the run's opti
       credentials: {username: robot, password: s3cret}   # used for this registry only
       tls-verify: true              # false: plain HTTP allowed, certificates not checked
       cert-dir: /etc/certs/registry.example.com         # *.crt CAs, *.cert + *.key client pair
+      allow-private-storage: false  # true: blob storage on private addresses (MinIO on 10.x) is fine
       include: [...]                # per-registry filters and options override `defaults`
       exclude: [...]
       platforms: [...]
@@ -88,7 +89,7 @@ log = logging.getLogger("ocitransport.mirror.sync")
 _TOP_KEYS = ("destination", "scoped", "jobs", "retries", "keep-going", "defaults")
 _DEFAULT_KEYS = ("include", "exclude", "platforms", "referrers", "tls-verify")
 _REGISTRY_KEYS = ("images", "images-by-tag-regex", "images-by-semver", "credentials", "tls-verify",
-                  "cert-dir", "include", "exclude", "platforms", "referrers")
+                  "cert-dir", "include", "exclude", "platforms", "referrers", "allow-private-storage")
 _CREDENTIAL_KEYS = ("username", "password")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
@@ -146,6 +147,9 @@ class SourceRegistry:
     images: tuple[ImageSelection, ...] = ()
     tls_verify: bool = True
     cert_dir: str | None = None
+    #: ``allow-private-storage: true``: this registry's blob redirects and upload Locations may lead to
+    #: private (RFC 1918 / ULA) addresses (see ``Session``).
+    allow_private_storage: bool = False
     credentials: Basic | None = field(default=None, repr=False, compare=False)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -446,6 +450,8 @@ class _Validator:
                 if not isinstance(item, str) or not os.path.isdir(item):
                     raise self.error(where, f"{name}: cert-dir must be an existing directory")
                 fields["cert_dir"] = item
+            elif key == "allow-private-storage":
+                fields["allow_private_storage"] = self._bool(item, where)
             else:
                 fields.update(self._option(key, item, where))
         if not selections:
@@ -718,11 +724,14 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
          dry_run: bool = False, progress: Progress | None = None, jobs: int | None = None,
          retries: int | None = None, keep_going: bool | None = None, platforms: Sequence[str] | None = None,
          include: Sequence[str] = (), exclude: Sequence[str] = (), include_nondistributable: bool = False,
-         insecure: bool = False, referrers: bool | None = None) -> Report:
+         insecure: bool = False, referrers: bool | None = None,
+         allow_private_storage: Sequence[str] = ()) -> Report:
     """Mirror everything ``config`` (a :class:`SyncConfig`, a sync file path, or its data) selects.
 
     ``destination`` overrides the file's; ``jobs`` / ``retries`` / ``keep_going`` / ``platforms`` /
     ``referrers`` override the file's when given; ``include`` / ``exclude`` add tag filters to every registry.
+    ``allow_private_storage`` adds registries to the file's ``allow-private-storage: true`` ones (an
+    executor with an ``allow_private_storage`` set, such as ``DaskExecutor``, gets them too).
     Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
     (default: locally on ``client``, one event loop). ``dry_run`` plans and reports, writing nothing.
     Raises :class:`SyncConfigError` for a bad configuration; registry failures are in the report.
@@ -743,6 +752,9 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     if jobs < 1:
         raise ValueError("jobs must be greater than zero")
     chain = cfg.keychain(keychain)
+    private_ok = frozenset([*allow_private_storage, *(s.registry for s in cfg.registries if s.allow_private_storage)])
+    if private_ok and isinstance(getattr(executor, "allow_private_storage", None), frozenset):
+        executor.allow_private_storage |= private_ok  # type: ignore[union-attr]
     from . import _Owned, _run
 
     started = time.monotonic()
@@ -752,7 +764,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
         planning: dict[str, PullQuota] = {}
 
         async def main() -> tuple[Plan, Report | None]:
-            session = Session(transport, chain, retries=retries)
+            session = Session(transport, chain, retries=retries, allow_private_storage=private_ok)
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
                                    exclude=exclude, insecure=insecure, referrers=referrers)
             log.info("planned %d images, %d planning errors", len(plan.units), len(plan.errors))

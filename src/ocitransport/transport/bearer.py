@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 from .._challenges import parse_challenges
 from .._redaction import redact_token_body, redact_url
 from .._scopes import merge_scopes, token_query
-from .._urls import authority, is_blocked_address, origin, split_authority
+from .._urls import AddressGuard, address_kind, authority, describe, host_address, origin
 from .._values import Challenge
 from ..exceptions import OCITransportError, RedirectError, RequestCancelled
 from ..messages import Request, Response
@@ -110,7 +110,10 @@ def parse_token(body: bytes, registry: str) -> Token:
 
 def validate_realm(realm: str, registry_host: str, insecure: bool) -> None:
     """Upstream's realm SSRF guard: https (http only for an insecure registry); the registry's own
-    host:port always allowed; other loopback, private, link-local or unspecified IP literals refused."""
+    host:port always allowed; other loopback, private, link-local, unspecified or multicast addresses
+    refused in every spelling libcurl connects to (``2852039166``, ``0xa9fea9fe``, ``127.1``,
+    ``[::ffff:a9fe:a9fe]``...). A DNS name is judged by the address it resolves to, when the token
+    request connects (the engine's guard)."""
     try:
         parts = urlsplit(realm)
         host = parts.hostname or ""
@@ -129,21 +132,46 @@ def validate_realm(realm: str, registry_host: str, insecure: bool) -> None:
     # A token server on the registry's own machine (another port of the same IP literal) is no step
     # into the network beyond what the registry already is; upstream (#2258) only allows the very same
     # host:port, which breaks a registry on 127.0.0.1:5000 with its token server on 127.0.0.1:5001.
-    if registry_host and split_authority(registry_host, parts.scheme)[0] == host.lower():
+    if registry_host and AddressGuard(registry_host).is_registry(host):
         return
-    if is_blocked_address(host):
+    kind = address_kind(host)
+    if kind:
         raise TokenError(f'invalid realm in www-authenticate: realm host "{host}" is a private or '
-                         "link-local address")
+                         f"link-local address ({host_address(host)}, {describe(kind)})")
 
 
-def _redirect_guard(registry_host: str, insecure: bool):  # type: ignore[no-untyped-def]
-    def check(from_url: str, to_url: str) -> None:
+class _RealmGuard(AddressGuard):
+    """The realm rule for the token server's redirects (``validate_realm`` on every hop), and the
+    address rule the engine applies to token requests that leave the registry's host.
+
+    A token server named by DNS may be on a private address when the registry itself is on a loopback or
+    private one (GitLab: registry.corp and its token endpoint gitlab.corp on the same private network);
+    literal private realms stay refused by ``validate_realm``, as upstream does."""
+
+    __slots__ = ("insecure",)
+
+    def __init__(self, registry_host: str, insecure: bool) -> None:
+        super().__init__(registry_host, private_storage=None, what="token request")
+        self.insecure = insecure
+
+    def __call__(self, from_url: str, to_url: str) -> None:
         try:
-            validate_realm(to_url, registry_host, insecure)
+            validate_realm(to_url, self.registry, self.insecure)
         except TokenError as exc:
             raise RedirectError(f'refusing token-server redirect to "{redact_url(to_url)}": '
                                 f"{str(exc).removeprefix('invalid realm in www-authenticate: ')}") from None
-    return check
+
+
+def _redirect_guard(registry_host: str, insecure: bool) -> _RealmGuard:
+    return _RealmGuard(registry_host, insecure)
+
+
+def _guarded(via: Redirects, url: str) -> dict[str, Any] | None:
+    """The engine's address guard for a token request to ``url`` (none on the registry's own host)."""
+    guard = via.check
+    if isinstance(guard, AddressGuard) and not guard.is_registry(origin(url)[1]):
+        return {"address_guard": guard}
+    return None
 
 
 class _Entry:
@@ -397,7 +425,8 @@ class BearerAuth(Layer):
         base, _, query = self.realm.partition("?")
         url = f"{base}?{token_query(self.service, scopes, query)}"
         # Streamed, so that Read stops at MAX_TOKEN_BODY instead of buffering an endless body first.
-        response = yield Send(Request("GET", url, stream=True), self._token_get)
+        response = yield Send(Request("GET", url, stream=True, extensions=_guarded(self._token_get, url)),
+                              self._token_get)
         return (yield from self._token_response(response))
 
     def _post(self, cfg: AuthConfig, scopes: list[str]) -> Steps[Token]:
@@ -412,7 +441,7 @@ class BearerAuth(Layer):
         if scopes:
             form["scope"] = " ".join(scopes)
         request = Request("POST", self.realm, {"Content-Type": "application/x-www-form-urlencoded"},
-                          urlencode(form).encode(), stream=True)
+                          urlencode(form).encode(), stream=True, extensions=_guarded(self._token_post, self.realm))
         response = yield Send(request, self._token_post)
         return (yield from self._token_response(response))
 

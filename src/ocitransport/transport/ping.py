@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._challenges import parse_challenges
+from .._urls import AddressGuard
 from .._values import Challenge
 from ..exceptions import OCITransportError, TransportError
 from ..messages import Request, Response, Timeout
@@ -39,7 +40,8 @@ def as_registry(registry: Registry | str) -> Registry:
 def ping_steps(registry: Registry, inner: RoundTripper) -> Steps[Challenge]:
     """The ping, as round-trip steps (see ``roundtrip``), for both faces."""
     schemes = ["https", "http"] if registry.allows_http_fallback else ["https"]
-    via = Redirects(inner)
+    # A ping redirect is a URL the registry hands us: the SSRF rule applies (and its own host is fine).
+    via = Redirects(inner, check=AddressGuard(registry.name, what="ping redirect"))
     errors: list[BaseException] = []
     for scheme in schemes:
         timeout = Timeout(connect=FALLBACK_CONNECT_TIMEOUT, total=60.0) if len(schemes) > 1 else None
