@@ -195,7 +195,7 @@ class BlobCopy:
         attempt = 0
         while True:
             try:
-                upload = await session.begin_upload(rt, dst, digest=blob.digest, mount_from=mount_from)
+                upload = await _opened_or_cancelled(session, rt, dst, blob.digest, mount_from)
                 assert upload is not None or mount_from is not None  # only a mount answers without one
                 return upload
             except OCITransportError as exc:
@@ -216,6 +216,24 @@ class BlobCopy:
         for transfer in left:
             await transfer.close()
         return len(left)
+
+
+async def _opened_or_cancelled(session: Session, rt: RoundTripper, dst: Repository, digest: str,
+                               mount_from: Repository | None) -> Upload | None:
+    """``session.begin_upload``, safe against cancellation: when the task is cancelled while the POST
+    is on its way, the POST still gets its answer, and the session it opened is cancelled (without
+    this, a sibling cancelled at that moment left a session open that nobody knew the URL of)."""
+    post = asyncio.ensure_future(session.begin_upload(rt, dst, digest=digest, mount_from=mount_from))
+    try:
+        return await asyncio.shield(post)
+    except asyncio.CancelledError:
+        try:
+            upload = await post
+        except Exception:  # noqa: BLE001 - nothing was opened
+            raise asyncio.CancelledError from None
+        if upload is not None:
+            await session.cancel_upload(rt, upload)
+        raise
 
 
 def _empty_digest(digest: str) -> str:
@@ -521,7 +539,12 @@ class _Source:
         if response is not None:
             response.close()
         if stream is not None:
-            await stream.aclose()  # type: ignore[attr-defined]
+            try:
+                await stream.aclose()  # type: ignore[attr-defined]
+            except RuntimeError:
+                # "aclose(): asynchronous generator is already running": the upload's body pump is
+                # inside it (its task is being cancelled too); the response closed above ends it.
+                pass
 
 
 def _content_range_start(value: str | None) -> int | None:

@@ -248,6 +248,8 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
         pull = await again(lambda: session.pull(src), src.name)
         frontier = [(digest, unit.destination)
                     for digest in await again(lambda: _subjects(session, unit), unit.source)]
+    except LimitExceeded:  # the image's own unit fails with this line; saying it twice helps no one
+        return plan, consumed
     except Exception as exc:  # noqa: BLE001 - the image itself is still copied
         plan.errors.append((unit.source, f"referrers: {describe(exc)}"))
         return plan, consumed
