@@ -40,7 +40,12 @@ __all__ = [
     "Registry",
     "Repository",
     "Tag",
+    "is_digest",
+    "is_media_type",
+    "is_repository_path",
+    "is_tag",
     "parse_reference",
+    "shown",
 ]
 
 #: The registry a name without one refers to (Docker Hub), as go-containerregistry spells it.
@@ -77,6 +82,9 @@ _PLAIN_HTTP_NETWORKS = tuple(
     ipaddress.ip_network(n) for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 )
 _MAX_QUOTED = 300  # keep error messages readable when someone passes a megabyte of text
+# RFC 6838 section 4.2 restricted-name (type and subtype), at most 127 characters each.
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}", re.ASCII)
 
 
 class BadName(OCITransportError, ValueError):
@@ -458,6 +466,49 @@ def _check_digest(text: str, digest: str) -> None:
         raise _bad("reference", text, f"digest algorithm {_quote(algorithm)} is not valid")
     if not _DIGEST_ENCODED.fullmatch(encoded):
         raise _bad("reference", text, f"encoded part of digest {_quote(digest)} is not valid")
+
+
+# -- validation of strings that come from a server (headers, manifests, tag lists) -----------------
+# Predicates, not parsers: a registry's answer is checked against the reference grammar before any of
+# it goes into a URL, a file name or a log line, and the caller says what failed in its own words.
+
+
+def is_tag(value: object) -> bool:
+    """Whether ``value`` is a tag by the reference grammar (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``)."""
+    return isinstance(value, str) and _TAG.fullmatch(value) is not None
+
+
+def is_digest(value: object) -> bool:
+    """Whether ``value`` is an OCI descriptor digest (``algorithm:encoded``; ``sha256`` exactly 64 and
+    ``sha512`` exactly 128 lower-case hex characters, other algorithms by the image-spec grammar, at
+    most 1024 characters in all)."""
+    if not isinstance(value, str) or len(value) > 1024:
+        return False
+    algorithm, sep, encoded = value.partition(":")
+    if not sep or not algorithm or not encoded:
+        return False
+    expected = _KNOWN_DIGESTS.get(algorithm)
+    if expected is not None:
+        return len(encoded) == expected and _LOWER_HEX.fullmatch(encoded) is not None
+    return _DIGEST_ALGORITHM.fullmatch(algorithm) is not None and _DIGEST_ENCODED.fullmatch(encoded) is not None
+
+
+def is_repository_path(value: object) -> bool:
+    """Whether ``value`` is a repository path (``a/b/c``: lower-case components, at most 255 characters)."""
+    if not isinstance(value, str) or not value or len(value) > _NAME_TOTAL_LENGTH_MAX:
+        return False
+    return all(_PATH_COMPONENT.fullmatch(c) for c in value.split("/"))
+
+
+def is_media_type(value: object) -> bool:
+    """Whether ``value`` is a media type ``type/subtype`` by RFC 6838 section 4.2 (no parameters)."""
+    return isinstance(value, str) and _MEDIA_TYPE.fullmatch(value) is not None
+
+
+def shown(value: object) -> str:
+    """A server string safe to put in one log or error line: quoted, control characters escaped, cut
+    at 300 characters."""
+    return _quote(value if isinstance(value, str) else repr(value))
 
 
 def _split_tag(base: str) -> tuple[str, str | None]:

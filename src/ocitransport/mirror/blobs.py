@@ -117,6 +117,8 @@ class BlobCopy:
         #: (registry name, digest) -> repository paths of that registry known to hold it in this run.
         self.placed: dict[tuple[str, str], list[str]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        #: Transfers whose upload session is open (cancelled by :meth:`cancel_open` if left so).
+        self._open: set[_BlobTransfer] = set()
 
     async def ensure(self, src: Repository, dst: Repository, blob: Descriptor) -> tuple[Outcome, int]:
         """Make ``dst`` hold ``blob`` (read from ``src`` if needed); the outcome and bytes transferred."""
@@ -158,21 +160,44 @@ class BlobCopy:
             mount_from = src
         elif holders:
             mount_from = dst.registry.repo(holders[-1])
+        if blob.size == 0 and blob.digest != _empty_digest(blob.digest):
+            # Checked before anything is sent: an empty PUT would claim a digest it cannot have.
+            raise DigestMismatch(f"{blob.digest}: declared size 0, but that is not the digest of empty content")
+        transfer = _BlobTransfer(self, src, dst, push, blob)
+        try:
+            if mount_from is not None:
+                rt = await session.push(dst, mount_from)
+                upload = await self._begin(rt, dst, blob, mount_from)
+                if upload is None:
+                    log.debug("mounted %s into %s from %s", blob.digest, dst.name, mount_from.path)
+                    return "mounted", 0
+                transfer.rt = rt
+                transfer.opened(upload)  # the refused mount opened a session: the source must answer now
+            async with self.slots:
+                # The source answers first (status and length checked): a blob missing or mislabelled
+                # at the source never costs an upload session at the destination.
+                await transfer.source.start()
+                if not transfer.is_open:
+                    upload = await self._begin(push, dst, blob, None)
+                    assert upload is not None
+                    transfer.opened(upload)
+                await transfer.run()
+        finally:
+            self.stats.add(transfer.stats)
+            self.blob_stats.setdefault(blob.digest, TransferStats()).add(transfer.stats)
+            await transfer.close()
+        return "transferred", blob.size
+
+    async def _begin(self, rt: RoundTripper, dst: Repository, blob: Descriptor,
+                     mount_from: Repository | None) -> Upload | None:
+        """Open an upload (``None``: mounted), again after a transient failure."""
+        session = self.session
         attempt = 0
         while True:
             try:
-                if mount_from is not None:
-                    rt = await session.push(dst, mount_from)
-                    upload = await session.begin_upload(rt, dst, digest=blob.digest, mount_from=mount_from)
-                    if upload is None:
-                        log.debug("mounted %s into %s from %s", blob.digest, dst.name, mount_from.path)
-                        return "mounted", 0
-                    mount_from = None  # a mount refused once is not asked again on retries
-                else:
-                    rt = push
-                    upload = await session.begin_upload(rt, dst)
-                assert upload is not None  # only a mount answers without an upload URL
-                break
+                upload = await _opened_or_cancelled(session, rt, dst, blob.digest, mount_from)
+                assert upload is not None or mount_from is not None  # only a mount answers without one
+                return upload
             except OCITransportError as exc:
                 if attempt >= self.retries or not transport.is_retryable(exc):
                     raise
@@ -182,14 +207,41 @@ class BlobCopy:
                 log.info("retrying upload of %s to %s after: %s (attempt %d in %.1fs)", blob.digest, dst.name,
                          exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
-        transfer = _BlobTransfer(self, src, dst, rt, blob, upload)
+            mount_from = None  # a mount refused once is not asked again on retries
+
+    async def cancel_open(self) -> int:
+        """Cancel (``DELETE``) every upload session this copier opened and did not finish; how many."""
+        left = [t for t in self._open if t.is_open]
+        self._open.clear()
+        for transfer in left:
+            await transfer.close()
+        return len(left)
+
+
+async def _opened_or_cancelled(session: Session, rt: RoundTripper, dst: Repository, digest: str,
+                               mount_from: Repository | None) -> Upload | None:
+    """``session.begin_upload``, safe against cancellation: when the task is cancelled while the POST
+    is on its way, the POST still gets its answer, and the session it opened is cancelled (without
+    this, a sibling cancelled at that moment left a session open that nobody knew the URL of)."""
+    post = asyncio.ensure_future(session.begin_upload(rt, dst, digest=digest, mount_from=mount_from))
+    try:
+        return await asyncio.shield(post)
+    except asyncio.CancelledError:
         try:
-            async with self.slots:
-                await transfer.run()
-        finally:
-            self.stats.add(transfer.stats)
-            self.blob_stats.setdefault(blob.digest, TransferStats()).add(transfer.stats)
-        return "transferred", blob.size
+            upload = await post
+        except Exception:  # noqa: BLE001 - nothing was opened
+            raise asyncio.CancelledError from None
+        if upload is not None:
+            await session.cancel_upload(rt, upload)
+        raise
+
+
+def _empty_digest(digest: str) -> str:
+    algorithm = digest.partition(":")[0]
+    try:
+        return f"{algorithm}:{hashlib.new(algorithm).hexdigest()}"
+    except ValueError:
+        return ""
 
 
 class _BlobTransfer:
@@ -201,10 +253,14 @@ class _BlobTransfer:
     """
 
     def __init__(self, owner: BlobCopy, src: Repository, dst: Repository, rt: RoundTripper,
-                 blob: Descriptor, upload: Upload) -> None:
+                 blob: Descriptor) -> None:
         self.owner = owner
         self.session = owner.session
-        self.src, self.dst, self.rt, self.blob, self.upload = src, dst, rt, blob, upload
+        self.src, self.dst, self.rt, self.blob = src, dst, rt, blob
+        #: The upload session (valid once :meth:`opened`); ``is_open`` while it is neither finished nor
+        #: cancelled.
+        self.upload = Upload("")
+        self.is_open = False
         self.algorithm, _, self.expected = blob.digest.partition(":")
         try:
             first = hashlib.new(self.algorithm)
@@ -216,46 +272,59 @@ class _BlobTransfer:
         self.source = _Source(self)
         self.reported = 0  # progress already told to on_bytes (a high-water mark: resumes don't count twice)
 
+    def opened(self, upload: Upload) -> None:
+        """The upload session this transfer sends into (cancelled by :meth:`close` unless finished)."""
+        self.upload, self.is_open = upload, True
+        self.owner._open.add(self)
+
+    async def close(self) -> None:
+        """Cancel the upload session unless it was finished, and close the source stream. Runs to its end
+        even when the task is being cancelled (that is when a session is most often left open)."""
+        try:
+            if self.is_open:
+                self.is_open = False
+                self.owner._open.discard(self)
+                await self.session.cancel_upload(self.rt, self.upload)
+        finally:
+            await self.source.aclose()
+
     async def run(self) -> None:
-        """Send the blob, resuming after breaks; raises the last error once attempts run out."""
+        """Send the blob, resuming after breaks; raises the last error once attempts run out (the
+        caller's :meth:`close` then cancels the upload session)."""
         session = self.session
         failures = 0
         best = self.upload.offset
         recover = False
-        try:
-            while True:
-                try:
-                    if recover:
-                        recover = False
-                        if not await self._recover():
-                            return
-                    await self._send(self.upload)
-                    return
-                except DigestMismatch:
+        while True:
+            try:
+                if recover:
+                    recover = False
+                    if not await self._recover():
+                        break
+                await self._send(self.upload)
+                break
+            except DigestMismatch:
+                raise
+            except OCITransportError as exc:
+                if self.source.failed is not None:
+                    raise self.source.failed from None
+                if not _resumable(exc):
                     raise
-                except OCITransportError as exc:
-                    if self.source.failed is not None:
-                        raise self.source.failed from None
-                    if not _resumable(exc):
-                        raise
-                    if self.upload.offset > best:
-                        best, failures = self.upload.offset, 0
-                    failures += 1
-                    if failures > self.owner.retries:
-                        raise
-                    session.retries += 1
-                    # The first failure after progress resumes at once (the status request has the retry
-                    # layer's own backoff); failures in a row back off.
-                    delay = _backoff(failures - 1) if failures > 1 else 0.0
-                    log.info("upload of %s to %s broke after %d of %d bytes (%s); resuming in %.1fs",
-                             self.blob.digest, self.dst.name, self.upload.offset, self.blob.size, exc, delay)
-                    await asyncio.sleep(delay)
-                    recover = True
-        except Exception:
-            await session.cancel_upload(self.rt, self.upload)
-            raise
-        finally:
-            await self.source.aclose()
+                if self.upload.offset > best:
+                    best, failures = self.upload.offset, 0
+                failures += 1
+                if failures > self.owner.retries:
+                    raise
+                session.retries += 1
+                # The first failure after progress resumes at once (the status request has the retry
+                # layer's own backoff); failures in a row back off.
+                delay = _backoff(failures - 1) if failures > 1 else 0.0
+                log.info("upload of %s to %s broke after %d of %d bytes (%s); resuming in %.1fs",
+                         self.blob.digest, self.dst.name, self.upload.offset, self.blob.size, exc, delay)
+                await asyncio.sleep(delay)
+                recover = True
+        self.is_open = False  # finished: the registry holds the blob
+        self.owner._open.discard(self)
 
     async def _recover(self) -> bool:
         """Where the upload stands after a failure: the registry's offset, or a new upload when the old
@@ -270,6 +339,7 @@ class _BlobTransfer:
                 return False
             new = await session.begin_upload(self.rt, self.dst)
             assert new is not None
+            await session.cancel_upload(self.rt, upload)  # gone by the registry's word; DELETE is harmless
             upload = self.upload = new
             self.stats.uploads_restarted += 1
             log.debug("upload of %s: the registry dropped the session, starting a new one", self.blob.digest)
@@ -355,6 +425,16 @@ class _Source:
         self.failed: OCITransportError | None = None  # the error that made the source give up
         self.failures = 0
         self.fail_pos = -1
+
+    async def start(self) -> None:
+        """Open the source GET from the first byte (again after transient failures): status and length
+        are known before any upload session is opened."""
+        try:
+            await self._open(0)
+        except OCITransportError as exc:
+            if self.failed is not None or isinstance(exc, DigestMismatch):
+                raise
+            await self._reopen_after(exc)
 
     async def read(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Yield the blob's bytes ``[start, end)``."""
@@ -459,7 +539,12 @@ class _Source:
         if response is not None:
             response.close()
         if stream is not None:
-            await stream.aclose()  # type: ignore[attr-defined]
+            try:
+                await stream.aclose()  # type: ignore[attr-defined]
+            except RuntimeError:
+                # "aclose(): asynchronous generator is already running": the upload's body pump is
+                # inside it (its task is being cancelled too); the response closed above ends it.
+                pass
 
 
 def _content_range_start(value: str | None) -> int | None:

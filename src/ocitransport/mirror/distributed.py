@@ -58,6 +58,7 @@ from ..name import Repository, parse_reference
 from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
 from .blobs import BlobCopy
 from .execute import Executor, Progress, put_manifest_checked
+from .limits import blobs_of, children_of, gather_or_cancel
 from .manifests import Descriptor, Manifest, parse_manifest
 from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of, read_manifest
 from .report import ImageResult, Report
@@ -482,15 +483,31 @@ def run_blob_task(spec: BlobTask) -> dict[str, Any]:
 
 
 async def _place_manifest(mirror: _WorkerMirror, src: Repository, dst: Repository, digest: str,
-                          include_nondistributable: bool, counts: dict[str, int], depth: int = 0) -> None:
+                          include_nondistributable: bool, counts: dict[str, int], depth: int = 2,
+                          tree: dict[str, asyncio.Future[None]] | None = None) -> None:
+    """Push index child ``digest`` (``depth`` levels deep: 2 under the top index) after what it
+    references; ``tree`` makes each distinct child of the walk one task (the same limits and the same
+    dedup as the local executor: mirror/limits.py)."""
+    tree = {} if tree is None else tree
+    task = tree.get(digest)
+    if task is None:
+        task = tree[digest] = asyncio.ensure_future(
+            _place_manifest_once(mirror, src, dst, digest, include_nondistributable, counts, depth, tree))
+    await task
+
+
+async def _place_manifest_once(mirror: _WorkerMirror, src: Repository, dst: Repository, digest: str,
+                               include_nondistributable: bool, counts: dict[str, int], depth: int,
+                               tree: dict[str, asyncio.Future[None]]) -> None:
     session = mirror.session
     push = await session.push(dst)
     if await session.head_manifest(push, dst, digest) is not None:
         return
     pull = await session.pull(src)
     manifest: Manifest = await read_manifest(session, pull, src, digest)
-    if manifest.is_index and depth >= 4:
-        raise ValueError(f"{src.name}@{digest}: indexes nested deeper than 4 levels")
+    where = f"{src.name}@{digest}"
+    children = children_of(manifest, where, depth) if manifest.is_index else []
+    blobs = blobs_of(manifest, where)
 
     async def one(blob: Descriptor) -> None:
         if blob.nondistributable and not include_nondistributable:
@@ -502,10 +519,10 @@ async def _place_manifest(mirror: _WorkerMirror, src: Repository, dst: Repositor
 
     async def references() -> None:
         if manifest.is_index:
-            await asyncio.gather(*(_place_manifest(mirror, src, dst, child.digest, include_nondistributable,
-                                                   counts, depth + 1) for child in manifest.children()))
+            await gather_or_cancel(_place_manifest(mirror, src, dst, child.digest, include_nondistributable,
+                                                   counts, depth + 1, tree) for child in children)
         else:
-            await asyncio.gather(*(one(b) for b in manifest.blobs()))
+            await gather_or_cancel(one(b) for b in blobs)
 
     async def recheck() -> None:
         # The registry misses a reference: ask it again for each (this worker's bookkeeping, and the
@@ -607,12 +624,16 @@ async def _expand(session: Session, units: list[ImageUnit], jobs: int) -> list[_
             src = ref.repository
             top = await get(src, unit.source_digest or identifier_of(ref))
             out.manifests[top.digest] = (top.media_type, top.raw)
+            where = f"{src.name}@{top.digest}"
             if not top.is_index:
-                out.blobs = top.blobs()
+                out.blobs = blobs_of(top, where)
                 return out
-            children = choose_platforms(top, unit.platforms)[0] if unit.platforms else top.children()
-            manifests = await asyncio.gather(*(get(src, d.digest) for d in children))
-            out.children = [(m.digest, m.blobs()) for m in manifests if not m.is_index]
+            children = children_of(top, where, 1)
+            if unit.platforms:
+                children = choose_platforms(top, unit.platforms)[0]
+            manifests = await asyncio.gather(*(get(src, d.digest) for d in children))  # shared tasks
+            out.children = [(m.digest, blobs_of(m, f"{src.name}@{m.digest}")) for m in manifests
+                            if not m.is_index]
             out.manifests.update((m.digest, (m.media_type, m.raw)) for m in manifests)
         except Exception as exc:  # noqa: BLE001 - the image task will meet (and report) it itself
             out.error = describe(exc)

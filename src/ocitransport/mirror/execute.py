@@ -15,6 +15,7 @@ from typing import Protocol
 from .. import transport
 from ..name import Repository, parse_reference
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
+from .limits import blobs_of, children_of, gather_or_cancel
 from .manifests import Descriptor, Manifest
 from .plan import (
     ImageUnit,
@@ -31,6 +32,9 @@ from .report import ImageResult, Report
 from .session import MirrorError, Session
 
 log = logging.getLogger("ocitransport.mirror")
+
+#: The child copies of one unit, by digest (each distinct child is copied once per unit).
+_Tree = dict[str, "asyncio.Future[None]"]
 
 #: Times a manifest PUT refused for an unknown blob is tried again after its references were checked.
 MANIFEST_RECHECKS = 2
@@ -182,7 +186,14 @@ class Executor:
                 async with changed:
                     changed.notify_all()
 
-        await asyncio.gather(*(worker() for _ in range(min(self.jobs, max(total, 1)))))
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.jobs, max(total, 1)))))
+        finally:
+            # Every transfer cancels its own session when it fails; this is the run's guarantee that
+            # none it opened stays open at the destination (registries keep them for days).
+            left = await self.blobs.cancel_open()
+            if left:
+                log.info("cancelled %d upload session%s left open", left, "" if left == 1 else "s")
         report.images_not_attempted += total - attempted
         report.retries = self.session.retries
         report.note_limits(self.session.limits.stats())
@@ -282,50 +293,66 @@ class Executor:
                 return
         top = await read_manifest(session, pull, src, unit.source_digest or identifier_of(src_ref))
         result.media_type = top.media_type
+        tree: _Tree = {}
         if top.is_index and unit.platforms:
+            children_of(top, f"{src.name}@{top.digest}", 1)
             keep, filtered = choose_platforms(top, unit.platforms)
             if filtered is None:
                 child = await read_manifest(session, pull, src, keep[0].digest)
-                await self._copy_tree(src, dst, child, result)
-                await self._put_manifest(src, dst, dst_id, child, result)
+                await self._copy_tree(src, dst, child, result, tree, 2)
+                await self._put_manifest(src, dst, dst_id, child, result, 2)
                 result.digest = child.digest
                 result.media_type = child.media_type
                 result.note = f"platform {keep[0].platform_str} of index {top.digest}"
                 return
-            await asyncio.gather(*(self._copy_child(src, dst, d, result) for d in keep))
+            await gather_or_cancel(self._copy_child(src, dst, d, result, tree, 2) for d in keep)
             result.note = f"index {top.digest} filtered to {len(keep)} platforms"
             top = filtered
         else:
-            await self._copy_tree(src, dst, top, result)
-        await self._put_manifest(src, dst, dst_id, top, result)
+            await self._copy_tree(src, dst, top, result, tree, 1)
+        await self._put_manifest(src, dst, dst_id, top, result, 1)
         result.digest = top.digest
 
-    async def _copy_tree(self, src: Repository, dst: Repository, manifest: Manifest,
-                         result: ImageResult) -> None:
-        """Everything ``manifest`` references, present at ``dst`` before the manifest itself is pushed."""
+    async def _copy_tree(self, src: Repository, dst: Repository, manifest: Manifest, result: ImageResult,
+                         tree: _Tree, depth: int) -> None:
+        """Everything ``manifest`` (found ``depth`` levels deep) references, present at ``dst`` before the
+        manifest itself is pushed. ``tree`` holds the child copies of this unit, so a child listed many
+        times (by one index or by several) is read and copied once. The first failure cancels the
+        manifest's other copies (their upload sessions are cancelled too)."""
+        where = f"{src.name}@{manifest.digest}"
         if manifest.is_index:
-            await asyncio.gather(*(self._copy_child(src, dst, d, result) for d in manifest.children()))
+            children = children_of(manifest, where, depth)
+            await gather_or_cancel(self._copy_child(src, dst, d, result, tree, depth + 1) for d in children)
             return
-        await asyncio.gather(*(self._copy_blob(src, dst, b, result) for b in manifest.blobs()))
+        await gather_or_cancel(self._copy_blob(src, dst, b, result) for b in blobs_of(manifest, where))
 
-    async def _copy_child(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult) -> None:
+    async def _copy_child(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult,
+                          tree: _Tree, depth: int) -> None:
+        task = tree.get(child.digest)
+        if task is None:
+            task = tree[child.digest] = asyncio.ensure_future(
+                self._copy_child_once(src, dst, child, result, tree, depth))
+        await task
+
+    async def _copy_child_once(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult,
+                               tree: _Tree, depth: int) -> None:
         session = self.session
         push = await session.push(dst)
         if await session.head_manifest(push, dst, child.digest) is not None:
             return
         pull = await session.pull(src)
         manifest = await read_manifest(session, pull, src, child.digest)
-        await self._copy_tree(src, dst, manifest, result)
-        await self._put_manifest(src, dst, child.digest, manifest, result)
+        await self._copy_tree(src, dst, manifest, result, tree, depth)
+        await self._put_manifest(src, dst, child.digest, manifest, result, depth)
 
     async def _put_manifest(self, src: Repository, dst: Repository, ref: str, manifest: Manifest,
-                            result: ImageResult) -> None:
+                            result: ImageResult, depth: int) -> None:
         """PUT ``manifest`` after its tree; if the registry misses a reference, the tree is checked at
         the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed."""
         async def recheck() -> None:
             self.blobs.forget(dst, [b.digest for b in manifest.blobs()] if not manifest.is_index else [])
             again = ImageResult(result.source, result.destination, "copied", result.digest)
-            await self._copy_tree(src, dst, manifest, again)
+            await self._copy_tree(src, dst, manifest, again, {}, depth)
             result.blobs_transferred += again.blobs_transferred
             result.bytes_transferred += again.bytes_transferred
             result.blobs_mounted += again.blobs_mounted

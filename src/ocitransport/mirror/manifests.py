@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from ..exceptions import OCITransportError
+from ..name import is_digest, is_media_type, shown
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -49,21 +49,10 @@ MAX_MANIFEST_PUSH = 4 << 20
 MAX_MANIFEST_READ = 2 * MAX_MANIFEST_PUSH
 
 
-#: A descriptor digest as the OCI image spec defines it (``algorithm:encoded``); registered algorithms
-#: must also have their exact encoded length, so a digest can never carry path segments into a URL.
-_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-_DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
-
-
 def valid_digest(digest: object) -> TypeGuard[str]:
-    """Whether ``digest`` is a well-formed OCI digest string (``sha256`` and ``sha512`` as lower hex)."""
-    if not isinstance(digest, str) or len(digest) > 1024 or not _DIGEST.fullmatch(digest):
-        return False
-    algorithm, _, encoded = digest.partition(":")
-    length = _DIGEST_LENGTHS.get(algorithm)
-    if length is None:
-        return True
-    return len(encoded) == length and all(c in "0123456789abcdef" for c in encoded)
+    """Whether ``digest`` is a well-formed OCI digest string (``sha256`` and ``sha512`` as lower hex):
+    :func:`ocitransport.name.is_digest`, so that a digest can never carry path segments into a URL."""
+    return is_digest(digest)
 
 
 class ManifestError(OCITransportError):
@@ -170,6 +159,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise ManifestError(f"manifest {where} has no valid digest")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestError(f"manifest {where} {digest} has no valid size")
+    if media_type != "" and not is_media_type(media_type):
+        raise ManifestError(f"manifest {where} {digest} has an invalid media type {shown(media_type)}")
     platform = value.get("platform")
     return Descriptor(str(media_type), digest, size, platform if isinstance(platform, dict) else None)
 
@@ -204,8 +195,8 @@ def parse_manifest(raw: bytes, content_type: str | None, *, where: str = "manife
         raise ManifestError(f"{where}: Docker schema 1 manifests are deprecated and not supported "
                             "(push the image again with a current client to get schema 2)")
     if media_type not in INDEX_TYPES and media_type not in IMAGE_TYPES:
-        shown = media_type if len(media_type) <= 200 else media_type[:200] + "..."
-        raise ManifestError(f"{where}: unsupported manifest media type {shown or '(none)'!r}")
+        text = media_type if len(media_type) <= 200 else media_type[:200] + "..."
+        raise ManifestError(f"{where}: unsupported manifest media type {text or '(none)'!r}")
     return Manifest(media_type, sha256_digest(raw), raw, data)
 
 

@@ -29,6 +29,7 @@ from .manifests import (
     parse_platform,
     platform_matches,
 )
+from .limits import LimitExceeded, children_of
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session
 
@@ -195,6 +196,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
             top = await read_manifest(session, pull, src.repository, digest)
             media_type = top.media_type
             if top.is_index:
+                children_of(top, f"{src.repository.name}@{top.digest}", 1)
                 keep, filtered = choose_platforms(top, platforms)
                 target = filtered.digest if filtered is not None else keep[0].digest
         if isinstance(dst, Tag) is False and identifier_of(dst) != target:
@@ -221,7 +223,9 @@ async def _subjects(session: Session, unit: ImageUnit) -> list[str]:
     if unit.media_type in INDEX_TYPES:
         src = parse_reference(unit.source, insecure=unit.insecure).repository
         index = await read_manifest(session, await session.pull(src), src, unit.source_digest)
-        children = choose_platforms(index, unit.platforms)[0] if unit.platforms else index.children()
+        children = children_of(index, f"{src.name}@{index.digest}", 1)
+        if unit.platforms:
+            children = choose_platforms(index, unit.platforms)[0]
         out.extend(d.digest for d in children if d.digest not in out)
     return out
 
@@ -244,6 +248,8 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
         pull = await again(lambda: session.pull(src), src.name)
         frontier = [(digest, unit.destination)
                     for digest in await again(lambda: _subjects(session, unit), unit.source)]
+    except LimitExceeded:  # the image's own unit fails with this line; saying it twice helps no one
+        return plan, consumed
     except Exception as exc:  # noqa: BLE001 - the image itself is still copied
         plan.errors.append((unit.source, f"referrers: {describe(exc)}"))
         return plan, consumed
@@ -357,7 +363,7 @@ async def plan_repository(session: Session, source: str, destination: str, *,
                 try:
                     return await session.list_tags(pull, src_repo)
                 except MirrorError as exc:  # a page that does not parse: maybe cut short on the way
-                    if attempt + 1 >= MANIFEST_READS:
+                    if attempt + 1 >= MANIFEST_READS or isinstance(exc, LimitExceeded):
                         raise
                     session.retries += 1
                     log.info("listing the tags of %s again after: %s", src_repo.name, describe(exc))

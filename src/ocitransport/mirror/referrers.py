@@ -25,7 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..name import Repository
+from ..name import Repository, is_digest, shown
 from ..roundtrip import RoundTripper
 from .manifests import IMAGE_TYPES, INDEX_TYPES, OCI_INDEX, Manifest, parse_manifest
 from .session import MirrorError, Session
@@ -108,9 +108,15 @@ async def has_referrers_api(session: Session, rt: RoundTripper, repo: Repository
 
 
 def _copyable(media_type: str, digest: str, where: str) -> bool:
+    """Whether a listed referrer is a manifest we copy; a digest or media type that breaks the grammar
+    (``sha256:<hex>/../..``) is refused with one line, before it can reach a URL."""
+    if not is_digest(digest):
+        log.warning("not copying a referrer listed by %s: invalid digest %s", where, shown(digest))
+        return False
     if media_type in IMAGE_TYPES or media_type in INDEX_TYPES:
         return True
-    log.warning("not copying referrer %s listed by %s: unsupported media type %r", digest, where, media_type)
+    log.warning("not copying referrer %s listed by %s: unsupported media type %s", digest, where,
+                shown(media_type))
     return False
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import total_ordering
 
-__all__ = ["Constraint", "SemverError", "Version", "matching", "parse_constraint", "parse_version"]
+__all__ = ["MAX_VERSION_NUMBER", "Constraint", "SemverError", "Version", "matching", "parse_constraint", "parse_version"]
 
 _IDENT = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
 _VERSION = re.compile(rf"^v?(0|[0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?(?:-({_IDENT}))?(?:\+({_IDENT}))?$")
@@ -31,6 +31,22 @@ _PARTIAL = rf"v?{_WILD}(?:\.{_WILD})?(?:\.{_WILD})?(?:-{_IDENT})?(?:\+{_IDENT})?
 _COMPARISON = re.compile(rf"(!=|>=|=>|<=|=<|>|<|=|~>|~|\^)?\s*({_PARTIAL})")
 _HYPHEN = re.compile(rf"^\s*({_PARTIAL})\s+-\s+({_PARTIAL})\s*$")
 _PART = re.compile(rf"^v?({_WILD})(?:\.({_WILD}))?(?:\.({_WILD}))?(?:-({_IDENT}))?(?:\+({_IDENT}))?$")
+
+
+#: The largest version number (major, minor, patch): Masterminds/semver parses them as uint64
+#: (version.go, ``strconv.ParseUint(..., 10, 64)``) and refuses larger ones; so does this module, and
+#: a tag such as a 5,000-digit number is simply not a version (Python's ``int()`` of it would raise).
+MAX_VERSION_NUMBER = (1 << 64) - 1
+#: Characters of a version number: enough for MAX_VERSION_NUMBER, checked before any ``int()``.
+_MAX_DIGITS = len(str(MAX_VERSION_NUMBER))
+
+
+def _number(text: str) -> int | None:
+    """``text`` (ASCII digits) as a version number, ``None`` above :data:`MAX_VERSION_NUMBER`."""
+    if len(text.lstrip("0")) > _MAX_DIGITS:
+        return None
+    value = int(text)
+    return value if value <= MAX_VERSION_NUMBER else None
 
 
 class SemverError(ValueError):
@@ -86,8 +102,9 @@ def _compare_prerelease(a: str, b: str) -> int:
         if x == y:
             continue
         xd, yd = x.isdigit(), y.isdigit()
-        if xd and yd:
-            return -1 if int(x) < int(y) else 1
+        if xd and yd:  # numerically, without int(): an identifier may have thousands of digits
+            x, y = x.lstrip("0"), y.lstrip("0")
+            return -1 if (len(x), x) < (len(y), y) else 1
         if xd != yd:
             return -1 if xd else 1  # numeric identifiers rank below alphanumeric ones
         return -1 if x < y else 1
@@ -106,7 +123,10 @@ def parse_version(text: str) -> Version | None:
     major, minor, patch, pre, build = match.groups()
     if pre and not _valid_prerelease(pre):
         return None
-    return Version(int(major), int(minor or 0), int(patch or 0), pre or "", build or "")
+    x, y, z = (_number(n or "0") for n in (major, minor, patch))
+    if x is None or y is None or z is None:
+        return None
+    return Version(x, y, z, pre or "", build or "")
 
 
 # -------------------------------------------------------------------------------------- constraints
@@ -140,6 +160,8 @@ def _comparison(op: str, text: str, whole: str) -> _Comparison:
     pre = pre or ""
     if pre and not _valid_prerelease(pre):
         raise SemverError(f"invalid pre-release in {text!r} of constraint {whole!r}")
+    if any(not _is_wild(n) and _number(n or "0") is None for n in (major, minor, patch)):
+        raise SemverError(f"version number above {MAX_VERSION_NUMBER} in constraint {whole[:200]!r}")
     if _is_wild(major):
         return _Comparison(op, Version(0, 0, 0, pre), True, False, False)
     if _is_wild(minor):

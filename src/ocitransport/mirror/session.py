@@ -11,6 +11,7 @@ the one CurlMulti of the Client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .._urls import MAX_LOCATION, AddressGuard, authority, describe, normalize_h
 from ..authn import Anonymous, Authenticator, DefaultKeychain
 from ..exceptions import AddressRefused, BodyTooLarge, OCITransportError
 from ..messages import Body, Request, Response
-from ..name import Registry, Repository
+from ..name import Registry, Repository, is_digest, is_media_type, is_tag, shown
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
@@ -40,6 +41,8 @@ from .tags import MAX_TAG_LIST_BODY, TagListError, parse_tag_list
 if TYPE_CHECKING:
     from ..authn import Keychain
     from ..client import Client
+
+log = logging.getLogger("ocitransport.mirror")
 
 #: Page size for tag listing (ECR rejects more than 1000).
 TAGS_PAGE_SIZE = 1000
@@ -179,6 +182,8 @@ class Session:
                                                        backoff=backoff)
         self.max_retries = max(retries, 0)
         self.retries = 0
+        #: Entries of tag lists that are not tags by the reference grammar (skipped, never requested).
+        self.invalid_tags = 0
         #: Manifests already read elsewhere, by digest (see :meth:`get_manifest`).
         self.known_manifests: dict[str, Manifest] = {}
         #: Registry name -> the lowest pull quota its manifest answers stated in this session (Docker
@@ -260,6 +265,15 @@ class Session:
 
     @staticmethod
     def url(repo: Repository, kind: str, ref: str = "") -> str:
+        """The API URL of ``repo``'s ``kind`` (``manifests``, ``blobs``, ...) ``ref``.
+
+        A manifest or blob ``ref`` must be a tag or digest by the reference grammar: refs come from
+        servers too (headers, manifests, tag and referrers lists), and one such as
+        ``sha256:<hex>/../../evil`` must never become a request outside the repository."""
+        if kind in ("manifests", "blobs", "referrers") and (kind, ref) != ("blobs", "uploads/") and not (
+                is_digest(ref) or (kind == "manifests" and is_tag(ref))):
+            what = "digest" if kind != "manifests" or ":" in ref else "tag or digest"
+            raise MirrorError(f"{repo.name}: refused to request {kind} {shown(ref)}: not a valid {what}")
         base = f"{repo.registry.scheme}://{repo.registry.name}/v2/{repo.path}/{kind}/"
         return base + ref
 
@@ -291,6 +305,12 @@ class Session:
             transport.check_error(response, 200)
         digest = response.headers.get("Docker-Content-Digest")
         ctype = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+        if digest and not is_digest(digest):
+            raise MirrorError(f"{repo.name}: HEAD manifest {shown(ref)} answered an invalid "
+                              f"Docker-Content-Digest {shown(digest)}")
+        if ctype and not is_media_type(ctype):
+            raise MirrorError(f"{repo.name}: HEAD manifest {shown(ref)} answered an invalid "
+                              f"Content-Type {shown(ctype)}")
         if digest:
             return digest, ctype
         manifest = await self.get_manifest(rt, repo, ref)
@@ -326,6 +346,8 @@ class Session:
         where = f"{repo.name}{'@' if ':' in ref else ':'}{ref}"
         manifest = parse_manifest(raw, response.headers.get("Content-Type"), where=where)
         expected = ref if ref.startswith("sha256:") else response.headers.get("Docker-Content-Digest")
+        if expected and not is_digest(expected):
+            raise MirrorError(f"{where}: the registry answered an invalid Docker-Content-Digest {shown(expected)}")
         if expected and expected.startswith("sha256:") and expected != manifest.digest:
             raise DigestMismatch(f"{where}: manifest digest is {manifest.digest}, expected {expected}")
         return manifest
@@ -397,23 +419,45 @@ class Session:
         """Every tag of ``repo``, following ``Link: <...>; rel="next"`` pages of ``n=1000``.
 
         Each page is read up to ``MAX_TAG_LIST_BODY`` bytes (an error body up to 64 KiB); more raises
-        ``BodyTooLarge``."""
+        ``BodyTooLarge``. Across pages at most ``limits.MAX_TAGS`` distinct tags and
+        ``limits.MAX_TAG_LIST_BYTES`` bytes are read, else ``LimitExceeded`` (listing stops). Entries
+        that are not tags by the reference grammar are skipped and counted in :attr:`invalid_tags`."""
+        from . import limits
+
         url = with_query(self.url(repo, "tags", "list"), n=str(TAGS_PAGE_SIZE))
-        tags: list[str] = []
+        tags: dict[str, None] = {}  # distinct, in the registry's order
         seen_urls: set[str] = set()
         guard = self.address_guard(repo.registry, storage=False, what=f"tag list page of {repo.name}")
         extensions: dict[str, Any] | None = None
+        total_bytes = invalid = 0
+        where = f"tag list of {repo.name}"
         for _ in range(MAX_TAG_PAGES):
             seen_urls.add(url)
             response = await self.send(rt, "GET", url, stream=True, extensions=extensions)
             if response.status != 200:
                 await _read_async(Read(response, transport.MAX_ERROR_BODY, "error body"))
                 transport.check_error(response, 200)
-            body = await _read_async(Read(response, MAX_TAG_LIST_BODY, f"tag list of {repo.name}"))
+            # A page reads at most what is left of the repository's byte budget (plus one byte, to
+            # tell "exactly at the limit" from "over it"): memory stays bounded across any number of pages.
+            budget = limits.current().max_tag_list_bytes - total_bytes + 1
             try:
-                tags.extend(parse_tag_list(body))
+                body = await _read_async(Read(response, min(MAX_TAG_LIST_BODY, budget), where))
+            except BodyTooLarge:
+                if budget <= MAX_TAG_LIST_BODY:  # the repository's budget ran out, not the page's
+                    limits.check_tags(repo.name, len(tags), total_bytes + budget)
+                raise
+            total_bytes += len(body)
+            limits.check_tags(repo.name, len(tags), total_bytes)
+            try:
+                page = parse_tag_list(body)
             except TagListError as exc:
                 raise MirrorError(f"GET {_public(url)}: {exc}") from None
+            for tag in page:
+                if is_tag(tag):
+                    tags[tag] = None
+                else:
+                    invalid += 1
+            limits.check_tags(repo.name, len(tags), total_bytes)
             next_url = next_link(response.headers.get_all("Link"), response.url or url)
             if next_url is None or next_url in seen_urls:
                 break
@@ -426,7 +470,11 @@ class Session:
             url = next_url
         else:
             raise MirrorError(f"{repo.name}: more than {MAX_TAG_PAGES} pages of tags")
-        return list(dict.fromkeys(tags))
+        if invalid:
+            self.invalid_tags += invalid
+            log.warning("%s: skipped %d invalid tag%s of the tag list", repo.name, invalid,
+                        "" if invalid == 1 else "s")
+        return list(tags)
 
     # -- blobs ------------------------------------------------------------------------------------
 
