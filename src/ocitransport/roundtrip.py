@@ -13,7 +13,8 @@ receives the result:
 * ``Wait(future)``: wait for a ``concurrent.futures.Future`` (a token refresh another request started);
 * ``Read(response, limit)``: read a response body, at most ``limit`` bytes (raises ``BodyTooLarge``).
 
-``drive_sync`` and ``drive_async`` run the same generator on either face, so no layer is written twice.
+``drive_sync`` and ``drive_async`` run the same generator on either face, so no layer is written twice;
+``drive_future`` runs one on futures (``Client.submit`` and ``Client.map`` follow redirects with it).
 An exception raised while carrying out a step is thrown into the generator at its ``yield``, so
 layers handle transport errors with ordinary ``try``/``except``.
 """
@@ -23,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, Generic, TypeVar
 
 from .exceptions import BodyTooLarge
 from .messages import Request, Response
@@ -197,6 +198,112 @@ async def drive_async(exchange: Steps[T], inner: RoundTripper) -> T:
                 raise TypeError(f"a layer yielded {step!r}, which is not a round-trip step")
         except BaseException as exc:  # noqa: BLE001
             error, value = exc, None
+
+
+#: How long ``FlowFuture.result()`` sleeps when the hop it drove is in but another thread's driver has
+#: not run the hop's callback yet (rare; the callback runs right after the hop settles).
+FLOW_HANDOFF = 0.001
+
+
+class FlowFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
+    """The future of a layer's generator run by ``drive_future``: the hop in flight is a future too.
+
+    Each step is taken in the done-callback of the previous hop (on whichever thread completed it, the
+    engine's driver), so no thread waits for a chain; ``result()`` drives the hop in flight (an
+    ``EngineFuture`` drives the engine); ``cancel()`` cancels it.
+    """
+
+    def __init__(self, exchange: Steps[T], submit: Callable[[Request], concurrent.futures.Future[Any]]) -> None:
+        super().__init__()
+        self._gen = exchange
+        self._submit = submit
+        self._hop: concurrent.futures.Future[Any] | None = None
+
+    def _advance(self, value: Any, error: BaseException | None) -> None:
+        gen = self._gen
+        while True:
+            if self.done():  # cancelled while the hop ran
+                gen.close()
+                return
+            try:
+                step = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration as stop:
+                self._settle(stop.value, None)
+                return
+            except BaseException as exc:  # noqa: BLE001 - the chain's own error is the result
+                self._settle(None, exc)
+                return
+            try:
+                if type(step) is Request:
+                    hop = self._submit(step)
+                elif type(step) is Wait:
+                    hop = step.future
+                else:
+                    raise TypeError(f"a flow on futures can only send requests and wait for futures, not {step!r}")
+            except BaseException as exc:  # noqa: BLE001 - e.g. ClientClosed: handed to the layer
+                value, error = None, exc
+                continue
+            self._hop = hop
+            hop.add_done_callback(self._on_hop)  # runs at once if the hop is already done
+            return
+
+    def _on_hop(self, hop: concurrent.futures.Future[Any]) -> None:
+        if hop.cancelled():
+            self._advance(None, concurrent.futures.CancelledError())
+            return
+        error = hop.exception(0)
+        self._advance(None if error is not None else hop.result(0), error)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        self._hop = None
+        try:
+            if error is None:
+                self.set_result(result)
+            else:
+                self.set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled meanwhile
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        hop = self._hop
+        if hop is not None:
+            hop.cancel()
+        return True
+
+    def _drive(self, timeout: float | None) -> float | None:
+        """Drive the hops in flight until done; the time left of ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            hop = self._hop
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if hop is None or (remaining is not None and remaining <= 0):
+                break
+            try:
+                hop.exception(remaining)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                pass
+            if self._hop is hop and not self.done():
+                with self._condition:  # the hop is in: its callback is about to advance the flow
+                    if self._hop is hop and not self.done():
+                        self._condition.wait(FLOW_HANDOFF)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def result(self, timeout: float | None = None) -> T:
+        return super().result(self._drive(timeout))  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return super().exception(self._drive(timeout))
+
+
+def drive_future(exchange: Steps[T], submit: Callable[[Request], concurrent.futures.Future[Any]]) -> FlowFuture[T]:
+    """Run a layer's generator on futures: each ``Request`` step is ``submit(step)``, each ``Wait`` step
+    waits for its future; the result is a ``FlowFuture``. Other steps fail the flow with ``TypeError``.
+    """
+    flow: FlowFuture[T] = FlowFuture(exchange, submit)
+    flow._advance(None, None)
+    return flow
 
 
 class Layer(RoundTripper):
