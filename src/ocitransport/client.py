@@ -15,6 +15,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from ._tokens import TokenCache
 from .engine import Engine, Group
 from .messages import DEFAULT_TIMEOUT, Body, HeaderSource, Request, Response, Timeout
 from .redirects import REDIRECT_STATUSES, Redirects
@@ -44,11 +45,17 @@ class _Base(RoundTripper):
                               verify=verify, cert=cert, proxy=proxy, http2=http2, user_agent=user_agent)
         self.follow_redirects = follow_redirects
         self._redirects = Redirects(self._engine, max_redirects=max_redirects, check=redirect_check)
+        self._token_cache = TokenCache()
 
     @property
     def engine(self) -> Engine:
         """The engine (one CurlMulti) this client drives."""
         return self._engine
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The bearer tokens of this client, shared by every transport built on it (``transport.new``)."""
+        return self._token_cache
 
     @property
     def timeout(self) -> Timeout:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
+from ._tokens import TokenCache
 from .exceptions import BodyTooLarge
 from .messages import Request, Response
 
@@ -49,6 +50,18 @@ class RoundTripper:
 
     def close(self) -> None:
         """Release what this round-tripper owns. Layers close nothing: the engine's owner closes it."""
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The tokens shared by the Bearer layers built on this round-tripper.
+
+        A Client owns one and every layer hands down its inner's, so all transports on one Client share
+        their tokens; any other round-tripper keeps one of its own, made on first use.
+        """
+        cache: TokenCache | None = self.__dict__.get("_token_cache")
+        if cache is None:
+            cache = self.__dict__.setdefault("_token_cache", TokenCache())  # atomic: one wins a race
+        return cache
 
 
 class Send:
@@ -314,6 +327,10 @@ class Layer(RoundTripper):
     def __init__(self, inner: RoundTripper) -> None:
         self.inner = inner
 
+    @property
+    def token_cache(self) -> TokenCache:
+        return self.inner.token_cache
+
     def handle(self, request: Request) -> Exchange:
         """The layer's logic: yield steps (see the module docstring), return the response."""
         return (yield request)  # type: ignore[no-any-return]
@@ -332,6 +349,10 @@ class RequestLayer(RoundTripper):
 
     def __init__(self, inner: RoundTripper) -> None:
         self.inner = inner
+
+    @property
+    def token_cache(self) -> TokenCache:
+        return self.inner.token_cache
 
     def prepare(self, request: Request) -> Request:
         return request
