@@ -11,7 +11,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from ._tokens import TokenCache
 from .engine import Engine, Group
 from .messages import DEFAULT_TIMEOUT, Body, HeaderSource, Request, Response, Timeout
 from .redirects import REDIRECT_STATUSES, Redirects
-from .roundtrip import Exchange, RoundTripper, Wait, drive_async, drive_future, drive_sync
+from .roundtrip import RoundTripper, drive_async, drive_future, drive_sync
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -75,13 +74,6 @@ class _Base(RoundTripper):
 
     def _follow(self, follow_redirects: bool | None) -> bool:
         return self.follow_redirects if follow_redirects is None else follow_redirects
-
-    def _followed(self, request: Request, first: concurrent.futures.Future[Response]) -> Exchange:
-        """The redirect chain of ``request`` whose first hop is ``first``, as steps for ``drive_future``."""
-        response: Response = yield Wait(first)
-        if response.status in REDIRECT_STATUSES:
-            return (yield from self._redirects.resume(request, response))
-        return response
 
 
 class Client(_Base):
@@ -165,11 +157,9 @@ class Client(_Base):
                 raise TypeError("submit(method, url, ...) needs a url")
             req = Request(request_or_method, url, kwargs.pop("headers", None), kwargs.pop("body", None),
                           **kwargs)
-        engine = self._engine
-        first = engine.submit(req)
         if not self._follow(follow_redirects):
-            return first
-        return drive_future(self._followed(req, first), engine.submit)
+            return self._engine.submit(req)
+        return drive_future(self._redirects.handle(req), self._engine)
 
     def map(self, requests: Iterable[Request], *, concurrency: int = 64, return_exceptions: bool = False,
             follow_redirects: bool | None = None) -> Iterator[Response | BaseException]:
@@ -188,33 +178,26 @@ class Client(_Base):
     def _map(self, requests: Iterable[Request], concurrency: int, return_exceptions: bool,
              follow: bool) -> Iterator[Response | BaseException]:
         engine = self._engine
-        group = Group()  # woken on every completion, so the window refills before the head is in
-        submit = functools.partial(engine.submit, waiter=group)
+        group = Group(engine)  # woken on every completion, so the window refills before the head is in
         window: collections.deque[concurrent.futures.Future[Response]] = collections.deque()
         source = iter(requests)
         exhausted = False
-        done = [0]  # requests (whole redirect chains) finished; written on the driving thread
-
-        def count(_: object) -> None:
-            done[0] += 1
-
+        handle = self._redirects.handle
         started = 0
         # Results wait in order behind a slow head; cap how many may pile up meanwhile.
         backlog = concurrency * 4
         try:
             while True:
-                while not exhausted and started - done[0] < concurrency and len(window) < backlog:
+                # Transfers in flight: requests started plus redirect hops, less transfers finished.
+                while (not exhausted and started + group.redirects - group.count < concurrency
+                       and len(window) < backlog):
                     req = next(source, None)
                     if req is None:
                         exhausted = True
                         break
                     if not isinstance(req, Request):
                         raise TypeError(f"map() takes Request objects, not {type(req).__name__}")
-                    fut: concurrent.futures.Future[Response] = submit(req)
-                    if follow:
-                        fut = drive_future(self._followed(req, fut), submit)
-                    fut.add_done_callback(count)
-                    window.append(fut)
+                    window.append(drive_future(handle(req), group) if follow else engine.submit(req, waiter=group))
                     started += 1
                 if not window:
                     return

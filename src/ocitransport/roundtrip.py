@@ -23,9 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
-from collections.abc import Callable, Generator
-from typing import Any, Generic, TypeVar
+from collections.abc import Generator
+from concurrent.futures._base import (  # the state names cf.Future uses internally
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+)
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._tokens import TokenCache
 from .exceptions import BodyTooLarge
@@ -213,109 +220,191 @@ async def drive_async(exchange: Steps[T], inner: RoundTripper) -> T:
             error, value = exc, None
 
 
-#: How long ``FlowFuture.result()`` sleeps when the hop it drove is in but another thread's driver has
-#: not run the hop's callback yet (rare; the callback runs right after the hop settles).
-FLOW_HANDOFF = 0.001
+class Hops(Protocol):
+    """What ``FlowFuture`` needs of the round-tripper that carries its requests (an ``Engine``)."""
+
+    def start_hop(self, request: Request, flow: FlowFuture[Any]) -> Any:
+        """Send ``request``; call ``flow._settle(response, error)`` once it is in (on the driving thread).
+        Returns a handle for ``wait`` and ``cancel``."""
+        ...
+
+    def wait(self, hop: Any, timeout: float | None) -> bool:
+        """Drive (or wait for the driver) until ``hop`` is in or ``timeout`` passed."""
+        ...
+
+    def cancel(self, hop: Any, error: BaseException | None) -> None:
+        """Stop ``hop``; its flow was cancelled."""
+        ...
 
 
 class FlowFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
-    """The future of a layer's generator run by ``drive_future``: the hop in flight is a future too.
+    """A ``concurrent.futures.Future`` for a layer's generator whose requests are hops of ``Hops``.
 
-    Each step is taken in the done-callback of the previous hop (on whichever thread completed it, the
-    engine's driver), so no thread waits for a chain; ``result()`` drives the hop in flight (an
-    ``EngineFuture`` drives the engine); ``cancel()`` cancels it.
+    Each step is taken when the previous hop settles, on the thread that completed it (the engine's
+    driver), so no thread waits for a chain. With no generator the result is that of the one hop
+    (``Engine.submit``). It is a real ``Future`` (``wait``, ``as_completed``, ``asyncio.wrap_future``
+    work) that builds its ``Condition`` only when something blocks on it; ``result()`` and
+    ``exception()`` first drive the hop in flight themselves; ``cancel()`` cancels that hop.
     """
 
-    def __init__(self, exchange: Steps[T], submit: Callable[[Request], concurrent.futures.Future[Any]]) -> None:
-        super().__init__()
+    def __init__(self, hops: Hops, exchange: Steps[T] | None = None) -> None:
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+        self._cond: threading.Condition | None = None
+        self._hops = hops
         self._gen = exchange
-        self._submit = submit
-        self._hop: concurrent.futures.Future[Any] | None = None
+        self._hop: Any = None
+        #: Hops started so far (the first request included).
+        self.hops = 0
 
-    def _advance(self, value: Any, error: BaseException | None) -> None:
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with _COND_LOCK:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    def done(self) -> bool:
+        return self._state in (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def running(self) -> bool:
+        return self._state == PENDING
+
+    def cancelled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def cancel(self) -> bool:
+        if self._state == FINISHED:
+            return False
+        # Settle as cancelled first, so a completion racing in from the driver cannot win after
+        # the hop was already asked to stop.
+        cancelled = super().cancel()
+        hop = self._hop
+        if cancelled and hop is not None:
+            self._hops.cancel(hop, None)
+        return cancelled
+
+    def _start(self, request: Request) -> None:
+        self.hops += 1
+        self._hop = None
+        hop = self._hops.start_hop(request, self)
+        if self._hop is None and self._state == PENDING:  # else it settled meanwhile, maybe with a next hop
+            self._hop = hop
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        """The hop in flight is in (called once per hop, on the driving thread)."""
         gen = self._gen
+        if self._state != PENDING:
+            if gen is not None:
+                gen.close()  # cancelled meanwhile
+            return
+        if gen is None:
+            self._finish(result, error)
+            return
+        value: Any = result
         while True:
-            if self.done():  # cancelled while the hop ran
-                gen.close()
-                return
             try:
                 step = gen.send(value) if error is None else gen.throw(error)
             except StopIteration as stop:
-                self._settle(stop.value, None)
+                self._finish(stop.value, None)
                 return
             except BaseException as exc:  # noqa: BLE001 - the chain's own error is the result
-                self._settle(None, exc)
+                self._finish(None, exc)
                 return
             try:
-                if type(step) is Request:
-                    hop = self._submit(step)
-                elif type(step) is Wait:
-                    hop = step.future
-                else:
-                    raise TypeError(f"a flow on futures can only send requests and wait for futures, not {step!r}")
+                if type(step) is not Request:
+                    raise TypeError(f"a flow on futures can only send requests, not {step!r}")
+                self._start(step)
+                return
             except BaseException as exc:  # noqa: BLE001 - e.g. ClientClosed: handed to the layer
                 value, error = None, exc
-                continue
-            self._hop = hop
-            hop.add_done_callback(self._on_hop)  # runs at once if the hop is already done
-            return
 
-    def _on_hop(self, hop: concurrent.futures.Future[Any]) -> None:
-        if hop.cancelled():
-            self._advance(None, concurrent.futures.CancelledError())
-            return
-        error = hop.exception(0)
-        self._advance(None if error is not None else hop.result(0), error)
-
-    def _settle(self, result: Any, error: BaseException | None) -> None:
+    def _finish(self, result: Any, error: BaseException | None) -> None:
         self._hop = None
+        if self._cond is None:
+            self._result = result
+            self._exception = error
+            self._state = FINISHED
+            if self._cond is None:  # nobody started blocking after the state was written
+                self._invoke_callbacks()  # type: ignore[attr-defined]
+                return
+            with self._cond:
+                for waiter in self._waiters:
+                    if error is None:
+                        waiter.add_result(self)
+                    else:
+                        waiter.add_exception(self)
+                self._cond.notify_all()
+            self._invoke_callbacks()
+            return
         try:
             if error is None:
-                self.set_result(result)
+                super().set_result(result)
             else:
-                self.set_exception(error)
+                super().set_exception(error)
         except concurrent.futures.InvalidStateError:
-            pass  # cancelled meanwhile
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        hop = self._hop
-        if hop is not None:
-            hop.cancel()
-        return True
+            pass
 
     def _drive(self, timeout: float | None) -> float | None:
-        """Drive the hops in flight until done; the time left of ``timeout``."""
+        """Drive the hops in flight until settled or ``timeout`` passed; the time left, if any."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
+        while self._state == PENDING:
             hop = self._hop
             remaining = None if deadline is None else deadline - time.monotonic()
             if hop is None or (remaining is not None and remaining <= 0):
                 break
-            try:
-                hop.exception(remaining)
-            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
-                pass
-            if self._hop is hop and not self.done():
-                with self._condition:  # the hop is in: its callback is about to advance the flow
-                    if self._hop is hop and not self.done():
-                        self._condition.wait(FLOW_HANDOFF)
+            self._hops.wait(hop, remaining)
+            if self._hop is hop:
+                break  # in, and settled or about to be: the Condition path covers the rest
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> T:
-        return super().result(self._drive(timeout))  # type: ignore[no-any-return]
+        if self._state == FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            return self._result  # type: ignore[return-value]
+        left = self._drive(timeout)
+        if self._state == FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout=0 if self._state != PENDING else left)  # type: ignore[no-any-return]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        return super().exception(self._drive(timeout))
+        if self._state == FINISHED:
+            return self._exception
+        left = self._drive(timeout)
+        if self._state == FINISHED:
+            return self._exception
+        return super().exception(timeout=0 if self._state != PENDING else left)
 
 
-def drive_future(exchange: Steps[T], submit: Callable[[Request], concurrent.futures.Future[Any]]) -> FlowFuture[T]:
-    """Run a layer's generator on futures: each ``Request`` step is ``submit(step)``, each ``Wait`` step
-    waits for its future; the result is a ``FlowFuture``. Other steps fail the flow with ``TypeError``.
-    """
-    flow: FlowFuture[T] = FlowFuture(exchange, submit)
-    flow._advance(None, None)
+_COND_LOCK = threading.Lock()
+
+
+def drive_future(exchange: Steps[T], hops: Hops) -> FlowFuture[T]:
+    """Run a layer's generator on futures: each ``Request`` step is a hop of ``hops``, taken when the
+    previous one settles; other steps fail the flow with ``TypeError``. Returns the flow's future; an
+    error starting the first request is raised here."""
+    flow: FlowFuture[T] = FlowFuture(hops, exchange)
+    try:
+        step = exchange.send(None)
+    except StopIteration as stop:
+        flow._finish(stop.value, None)
+        return flow
+    try:
+        if type(step) is not Request:
+            raise TypeError(f"a flow on futures can only send requests, not {step!r}")
+        flow._start(step)  # what fails here (ClientClosed, a bad body) raises to the caller, as submit() does
+    except BaseException:
+        exchange.close()
+        raise
     return flow
 
 

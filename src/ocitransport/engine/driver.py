@@ -1,12 +1,15 @@
 """The one protocol through which a future, a body stream and an async upload call back into the engine.
 
-They live in their own modules and know the engine only as a ``Driver``: wait for a waiter, cancel a
-transfer, resume a paused one, and tell the driver about a stream that has data or awaits it.
+They live in their own modules and know the engine only as a ``Driver``: start a request for a future,
+wait for a waiter, cancel a transfer, resume a paused one, and tell the driver about a stream that has
+data or awaits it. The first three are ``roundtrip.Hops``, all a ``FlowFuture`` needs.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ..roundtrip import Hops
 
 if TYPE_CHECKING:
     from .stream import BodyStream
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["Driver"]
 
 
-class Driver(Protocol):
+class Driver(Hops, Protocol):
     """What ``EngineFuture``, ``BodyStream`` and ``_AsyncUpload`` may ask of the engine (``Engine`` is one)."""
 
     def wait(self, waiter: Any, timeout: float | None) -> bool:

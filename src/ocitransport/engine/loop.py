@@ -35,7 +35,7 @@ from ..exceptions import (
     WriteTimeout,
 )
 from ..messages import DEFAULT_TIMEOUT, Headers, Request, Response, Timeout
-from ..roundtrip import RoundTripper
+from ..roundtrip import FlowFuture, RoundTripper
 from .future import EngineFuture
 from .options import SEND_BUFFER, HandleOptions, _Handle, _timing
 from .stream import BodyStream
@@ -311,11 +311,15 @@ class Engine(HandleOptions, RoundTripper):
     def submit(self, request: Request, *, waiter: Group | None = None) -> EngineFuture:
         """Send one request; the future completes when the response (head, if streaming) is in.
 
-        With a ``waiter`` (a ``Group``), its owner drives: ``wait(waiter)`` returns on each completion
-        and the loop thread leaves the transfer alone; ``future.result()`` drives as well.
+        With a ``waiter`` (a ``Group`` of this engine), its owner drives: ``wait(waiter)`` returns on
+        each completion and the loop thread leaves the transfer alone; ``future.result()`` drives too.
         """
+        return EngineFuture(self if waiter is None else waiter, request)
+
+    def start_hop(self, request: Request, flow: FlowFuture[Any], *, waiter: Group | None = None) -> _Transfer:
+        """``roundtrip.Hops``: send one request of ``flow``, settled through ``flow._settle`` (driver thread)."""
         t = self._transfer(request, _FUTURE)
-        fut = t.future = EngineFuture(self, t)
+        t.future = flow
         if waiter is None:
             t.passive = _FUTURE
             self._passive_futures.append(None)
@@ -324,7 +328,7 @@ class Engine(HandleOptions, RoundTripper):
         self._enqueue(t)
         if waiter is None:
             self._ensure_driver()
-        return fut
+        return t
 
     async def round_trip_async(self, request: Request) -> Response:
         """Send one request from a coroutine without blocking its event loop."""

@@ -16,7 +16,8 @@ from ..exceptions import OCITransportError, ProtocolError
 from ..messages import Request, Response
 
 if TYPE_CHECKING:
-    from .future import EngineFuture
+    from ..roundtrip import FlowFuture
+    from .loop import Engine
     from .options import _Handle
     from .stream import BodyStream
     from .uploads import _AsyncUpload
@@ -43,15 +44,30 @@ _CANCEL, _UNPAUSE = 0, 1
 class Group:
     """A waiter for several transfers (``Client.map``): ``ready`` when any completed; ``count`` completions.
 
-    Pass it to ``Engine.submit(request, waiter=group)`` and wait with ``Engine.wait(group, timeout)``.
+    Futures from ``Engine.submit(request, waiter=group)`` and flows run with ``drive_future(steps, group)``
+    wake it; its owner drives with ``Engine.wait(group, timeout)``, the loop thread leaves them alone.
     """
 
-    __slots__ = ("blocker", "count", "ready")
+    __slots__ = ("blocker", "count", "engine", "ready", "redirects")
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.ready = False
         self.blocker: Any = None
-        self.count = 0  # written by the driver only
+        self.count = 0  # transfers finished; written by the driver only
+        self.redirects = 0  # hops after the first started by flows (``drive_future``); driver only
+
+    # ``roundtrip.Hops``: flows whose hops wake this group.
+    def start_hop(self, request: Request, flow: FlowFuture[Any]) -> _Transfer:
+        if flow.hops > 1:
+            self.redirects += 1
+        return self.engine.start_hop(request, flow, waiter=self)
+
+    def wait(self, hop: Any, timeout: float | None) -> bool:
+        return self.engine.wait(hop, timeout)
+
+    def cancel(self, hop: Any, error: BaseException | None) -> None:
+        self.engine.cancel(hop, error)
 
 
 def _nudge_one(blocked: set[Any]) -> None:
@@ -133,7 +149,7 @@ class _Transfer:
         self.head_start = 0
         self.head_scan = 0
         self.head_ready = False
-        self.future: EngineFuture | None = None
+        self.future: FlowFuture[Any] | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.afut: asyncio.Future[Any] | None = None
         self.started = 0.0
