@@ -59,7 +59,6 @@ from .transfer import (
     _nudge_one,
     _resolve,
     _Transfer,
-    _wake,
 )
 from .uploads import _AsyncUpload, _BytesReader, _declared_length, _IterReader, _PendingAsync
 
@@ -126,6 +125,7 @@ class Engine(HandleOptions, RoundTripper):
         # Streaming transfers in flight whose final head is not complete yet (driver only).
         self._heading: dict[_Transfer, None] = {}
         self._touched: list[BodyStream] = []
+        self._wakes: list[Any] = []  # blockers of sync waiters to release at the end of the turn
         self._abatch: list[_Transfer] = []
         self._blocked: set[Any] = set()  # sync waiters blocked behind another driver
         self._blocked_async: set[Any] = set()  # async stream readers waiting for data
@@ -271,10 +271,12 @@ class Engine(HandleOptions, RoundTripper):
         lock = self._drive_lock
         if self._driver == threading.get_ident() and not self._in_curl:
             self._run_control()
+            self._flush_wakes()
         elif not self._closed and lock.acquire(False):
             self._driver = threading.get_ident()
             try:
                 self._run_control()
+                self._flush_wakes()
             finally:
                 self._driver = None
                 lock.release()
@@ -522,6 +524,8 @@ class Engine(HandleOptions, RoundTripper):
                 self._check_stalls(now)
         if self._abatch:
             self._flush_async()
+        if self._wakes:
+            self._flush_wakes()
         if (inbox and len(active) < self._cap) or self._control:
             return
         if w is None:
@@ -795,14 +799,29 @@ class Engine(HandleOptions, RoundTripper):
             except Exception:
                 log.exception("future callback failed")
         w = t.waiter
-        if w is not None:
+        if w is None:
+            w = t
+        else:
             t.ready = True
             w.count += 1
-            _wake(w)
-            self._blocked.discard(w)
-        else:
-            _wake(t)
-            self._blocked.discard(t)
+        w.ready = True
+        b = w.blocker
+        if b is not None:
+            # Released at the end of this engine turn (_flush_wakes), all together: a thread woken now
+            # would only wait for the GIL while the driver completes the rest of the turn.
+            w.blocker = None
+            self._wakes.append(b)
+        self._blocked.discard(w)
+
+    def _flush_wakes(self) -> None:
+        """Release the sync waiters whose results came in this turn."""
+        wakes = self._wakes
+        self._wakes = []
+        for b in wakes:
+            try:
+                b.release()
+            except RuntimeError:
+                pass
 
     def _notify_streams(self) -> None:
         touched = self._touched
@@ -890,6 +909,7 @@ class Engine(HandleOptions, RoundTripper):
             self._do_cancel(t, ClientClosed(
                 f"{t.request.method} {redact_url(t.request.url)}: the client was closed"))
         self._control.clear()
+        self._flush_wakes()
         if self._touched:
             self._notify_streams()
         if self._abatch:

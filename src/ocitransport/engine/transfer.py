@@ -83,18 +83,6 @@ def _nudge_one(blocked: set[Any]) -> None:
             return
 
 
-def _wake(w: Any) -> None:
-    """Mark a waiter ready and release it if it blocked (driver thread)."""
-    w.ready = True
-    b = w.blocker
-    if b is not None:
-        w.blocker = None
-        try:
-            b.release()
-        except RuntimeError:
-            pass
-
-
 class _Transfer:
     """One request on its way through the engine."""
 
