@@ -85,3 +85,29 @@ def test_the_client_imports_no_private_engine_name() -> None:
         if module.startswith("ocitransport.engine"):
             private = [n for n in names if n.startswith("_")]
             assert not private, f"client.py imports {private} from {module}"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("_*_py.py")), ids=lambda p: p.name)
+def test_a_pure_twin_imports_no_other_twin(path: Path) -> None:
+    """Twins share pure helpers through their own modules (``_form``, ``_error_text``, ``_values``)."""
+    for module, names in _imports(path):
+        assert not module.endswith(("_py", "_c")), f"{path.name} imports {names} from {module}"
+
+
+def test_the_diagnostics_texts_that_are_not_hot_live_once() -> None:
+    """Go's status table, format_error's text and is_temporary exist once, in ``_error_text``; both
+    diagnostics twins hand them out (the compiled one only where it is built)."""
+    import importlib
+
+    from ocitransport import _diagnostics, _diagnostics_py, _error_text
+
+    twins = [_diagnostics_py]
+    try:
+        twins.append(importlib.import_module("ocitransport._diagnostics_c"))
+    except ImportError:
+        pass
+    for twin in twins:
+        assert twin.status_text is _error_text.status_text
+        assert twin.is_temporary is _error_text.is_temporary
+    assert _diagnostics.status_text is _error_text.status_text
+    assert not hasattr(_diagnostics_py, "_STATUS_TEXT")

@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from .._challenges import parse_challenges
 from .._redaction import redact_token_body, redact_url
-from .._scopes import merge_scopes, token_query
+from .._scopes import merge_scopes, parse_scope, token_query
 from .._tokens import TokenCache, _Entry
 from .._urls import authority, is_blocked_address, origin, split_authority
 from .._values import Challenge
@@ -50,12 +50,12 @@ def _scope_set(scopes: list[str]) -> frozenset[tuple[str, ...]]:
     ``repository:a:pull,push`` are the same grant (registries echo actions in their own order)."""
     out: set[tuple[str, ...]] = set()
     for scope in scopes:
-        kind, sep, rest = scope.partition(":")
-        name, sep2, actions = rest.rpartition(":")
-        if sep and sep2:
-            out.add((kind, name, *sorted(a for a in actions.split(",") if a)))
-        else:
+        try:
+            parsed = parse_scope(scope)
+        except ValueError:  # not TYPE:NAME:ACTIONS: compared as it is spelled
             out.add((scope,))
+        else:
+            out.add((parsed.type, parsed.name, *sorted(parsed.actions)))
     return frozenset(out)
 
 
