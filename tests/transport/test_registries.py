@@ -177,6 +177,26 @@ class TestBearerRegistry:
         assert ts.issued == issued + 1
         assert any(e.token == token.value for e in client.token_cache.entries.values())
 
+    def test_401_from_another_host_gets_that_hosts_anonymous_token(self, bearer_registry, client,
+                                                                   repo_name) -> None:
+        """A 401 from another host (a redirect target) is answered with an anonymous token from that
+        host's own realm, for that one request: the registry's token never goes there, and the other
+        token never enters the Client's cache."""
+        with FaultServer() as other:
+            challenge = f'Bearer realm="{other.url_for("/token")}",service="elsewhere",scope="x:y:pull"'
+            other.script([Step(401, [("WWW-Authenticate", challenge)])], path="/echo")
+            other.script([Step(200, [("Content-Type", "application/json")], b'{"token": "anon-token"}')],
+                         path="/token")
+            rt = transport.new(bearer_registry.host, self._auth(bearer_registry), client,
+                               [_scope(repo_name, PULL_SCOPE)])
+            resp = rt.round_trip(Request("GET", other.url_for("/echo")))
+            assert resp.status == 200
+            sent = [r.header("authorization") for r in other.requests_to("/echo")]
+            assert sent == [None, "Bearer anon-token"]
+            token_request = other.requests_to("/token")[0]
+            assert token_request.header("authorization") is None
+            assert all(e.token != "anon-token" for e in client.token_cache.entries.values())
+
     def test_scope_upgrade_on_insufficient_scope(self, bearer_registry, client, repo_name) -> None:
         ts = bearer_registry.token_server
         rt = transport.new(bearer_registry.host, self._auth(bearer_registry), client,
