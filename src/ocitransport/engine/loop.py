@@ -684,8 +684,7 @@ class Engine(HandleOptions, RoundTripper):
     def _complete_stream(self, t: _Transfer, error: BaseException | None) -> None:
         stream = t.stream
         assert stream is not None
-        # ``t.result`` set but not ``t.ready``: the head went out and a redirect flow took the
-        # transfer over; delivering the head again would start a second flow for the same request.
+        # ``t.ready``: the head went out in an earlier turn (its response is the caller's already).
         if not t.ready and t.result is None:
             head_ready = t.scan_head()  # also cuts trailers that arrived with the head
             if error is None or head_ready:
