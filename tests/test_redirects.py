@@ -209,3 +209,30 @@ def test_cancel_during_a_redirect_chain(fault_server, client: Client) -> None:
     while client.engine.stats()["active"] and time.monotonic() < deadline:
         time.sleep(0.01)
     assert client.engine.stats()["active"] == 0
+
+
+def test_drive_future_runs_a_layer_on_the_engines_futures(fault_server, client: Client) -> None:
+    """``roundtrip.drive_future``: a layer's generator on futures, each request a hop of the engine; a
+    step it cannot take on futures fails the flow; ``map`` counts redirect hops as transfers in flight."""
+    from ocitransport.roundtrip import Sleep, drive_future
+
+    layer = Redirects(client.engine)
+    flow = drive_future(layer.handle(Request("GET", fault_server.url_for("/redirect?to=/echo"))), client.engine)
+    assert flow.result(timeout=10).json()["path"] == "/echo"
+    assert flow.hops == 2
+
+    def sleeper():  # type: ignore[no-untyped-def]
+        response = yield Request("GET", fault_server.url_for("/echo"))
+        yield Sleep(0)
+        return response
+
+    with pytest.raises(TypeError, match="only send requests"):
+        drive_future(sleeper(), client.engine).result(timeout=10)
+
+    url = fault_server.url_for("/redirect?to=/delay%3Fseconds%3D0.05")
+    peak = 0
+    for r in client.map([Request("GET", url) for _ in range(12)], concurrency=3):
+        stats = client.engine.stats()
+        peak = max(peak, stats["active"] + stats["queued"])
+        assert r.status == 200
+    assert 0 < peak <= 3

@@ -33,8 +33,9 @@ from __future__ import annotations
 import json as _json
 import re as _re
 import typing as _typing
-from operator import index as _index
 
+from . import _error_text
+from ._error_text import is_temporary, status_text
 from ._values import Diagnostic as _Diagnostic
 
 if _typing.TYPE_CHECKING:
@@ -50,7 +51,6 @@ _MAX_DEPTH = 10000
 _MAX_BODY_DEPTH = 512
 #: Largest finite float64; numbers beyond it are out of range for Go's ``strconv.ParseFloat``.
 _MAX_FLOAT = 1.7976931348623157e308
-_HEAD_SUFFIX = " (HEAD responses have no body, use GET for details)"
 
 # Non-ASCII characters that Go's key folding (unicode.ToUpper(unicode.ToLower(r))) maps to ASCII.
 _KEY_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
@@ -58,74 +58,7 @@ _FIELDS = frozenset(("errors", "code", "message", "detail"))
 _ESCAPED_SURROGATE = _re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = _re.compile("[\ud800-\udfff]")
 
-_TEMPORARY_STATUS = frozenset((408, 429, 500, 502, 503, 504))
-_TEMPORARY_CODES = frozenset(("BLOB_UPLOAD_INVALID", "TOOMANYREQUESTS", "UNKNOWN", "UNAVAILABLE"))
 
-# Go's net/http StatusText table (status.go).
-_STATUS_TEXT: dict[int, str] = {
-    100: "Continue",
-    101: "Switching Protocols",
-    102: "Processing",
-    103: "Early Hints",
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    203: "Non-Authoritative Information",
-    204: "No Content",
-    205: "Reset Content",
-    206: "Partial Content",
-    207: "Multi-Status",
-    208: "Already Reported",
-    226: "IM Used",
-    300: "Multiple Choices",
-    301: "Moved Permanently",
-    302: "Found",
-    303: "See Other",
-    304: "Not Modified",
-    305: "Use Proxy",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    401: "Unauthorized",
-    402: "Payment Required",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    406: "Not Acceptable",
-    407: "Proxy Authentication Required",
-    408: "Request Timeout",
-    409: "Conflict",
-    410: "Gone",
-    411: "Length Required",
-    412: "Precondition Failed",
-    413: "Request Entity Too Large",
-    414: "Request URI Too Long",
-    415: "Unsupported Media Type",
-    416: "Requested Range Not Satisfiable",
-    417: "Expectation Failed",
-    418: "I'm a teapot",
-    421: "Misdirected Request",
-    422: "Unprocessable Entity",
-    423: "Locked",
-    424: "Failed Dependency",
-    425: "Too Early",
-    426: "Upgrade Required",
-    428: "Precondition Required",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    451: "Unavailable For Legal Reasons",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-    506: "Variant Also Negotiates",
-    507: "Insufficient Storage",
-    508: "Loop Detected",
-    510: "Not Extended",
-    511: "Network Authentication Required",
-}
 
 
 class _Object(list):  # type: ignore[type-arg]
@@ -432,19 +365,6 @@ def format_diagnostic(d: _Diagnostic) -> str:
     return text + "; " + _go_value(detail)
 
 
-def status_text(code: int) -> str:
-    """Go's ``http.StatusText``: the reason phrase for ``code``, ``""`` when Go does not know it."""
-    return _STATUS_TEXT.get(_index(code), "")
-
-
-def _check_diagnostics(diagnostics: Sequence[_Diagnostic], caller: str) -> None:
-    if not isinstance(diagnostics, (list, tuple)):
-        raise TypeError(f"{caller}() expects a list of Diagnostic, got {type(diagnostics).__name__}")
-    for d in diagnostics:
-        if not isinstance(d, _Diagnostic):
-            raise TypeError(f"{caller}() expects a list of Diagnostic, got an item of type {type(d).__name__}")
-
-
 def format_error(
     method: str | None,
     url: str | None,
@@ -452,44 +372,5 @@ def format_error(
     diagnostics: Sequence[_Diagnostic],
     body: bytes | bytearray | memoryview,
 ) -> str:
-    """go-containerregistry's ``Error.Error()`` text for a failed response (transport/error.go).
-
-    ``url`` must already be redacted; the ``"METHOD URL: "`` prefix appears only when both are given.
-    """
-    if method is not None and not isinstance(method, str):
-        raise TypeError(f"format_error() expects method as str or None, got {type(method).__name__}")
-    if url is not None and not isinstance(url, str):
-        raise TypeError(f"format_error() expects url as str or None, got {type(url).__name__}")
-    status = _index(status)
-    _check_diagnostics(diagnostics, "format_error")
-    if isinstance(body, bytes):
-        data = body
-    elif isinstance(body, (bytearray, memoryview)):
-        data = bytes(body)
-    else:
-        raise TypeError(f"format_error() expects body as bytes, got {type(body).__name__}")
-    prefix = f"{method} {url}: " if method is not None and url is not None else ""
-    count = len(diagnostics)
-    if count == 1:
-        return prefix + format_diagnostic(diagnostics[0])
-    if count:
-        return prefix + "multiple errors returned: " + "; ".join([format_diagnostic(d) for d in diagnostics])
-    text = f"{prefix}unexpected status code {status} {_STATUS_TEXT.get(status, '')}"
-    if data:
-        return text + ": " + data.decode("utf-8", "replace")
-    if method == "HEAD":
-        return text + _HEAD_SUFFIX
-    return text
-
-
-def is_temporary(status: int, diagnostics: Sequence[_Diagnostic]) -> bool:
-    """go-containerregistry's ``Error.Temporary()`` rules 2 and 3 (transport/error.go).
-
-    Without diagnostics: the status is 408, 429, 500, 502, 503 or 504. With diagnostics: every code is
-    one of BLOB_UPLOAD_INVALID, TOOMANYREQUESTS, UNKNOWN, UNAVAILABLE.
-    """
-    status = _index(status)
-    _check_diagnostics(diagnostics, "is_temporary")
-    if not diagnostics:
-        return status in _TEMPORARY_STATUS
-    return all(d.code in _TEMPORARY_CODES for d in diagnostics)
+    """go-containerregistry's ``Error.Error()`` text for a failed response (``_error_text.format_error``)."""
+    return _error_text.format_error(method, url, status, diagnostics, body, format_diagnostic)

@@ -1,7 +1,7 @@
 """Pure-Python twin: redaction of secrets in URLs, headers and token-endpoint bodies.
 
 The compiled twin is ``ext/_redaction_c.pyx``; both must agree on every input, errors included
-(``tests/test_redaction_twins.py``). Query parsing and encoding are Go's, shared with ``_scopes_py``.
+(``tests/test_redaction_twins.py``). Query parsing and encoding are Go's (``_form``, shared with ``_scopes_py``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterable
 
-from ._scopes_py import _bytestr, _encode_query, _unescape, _utf8
+from ._form import encode_query, parse_query, utf8
 
 __all__ = ["redact_headers", "redact_token_body", "redact_url"]
 
@@ -61,24 +61,11 @@ def _mask_password(head: str) -> str:
 
 def _redact_query(query: str) -> str:
     """Go's ``url.ParseQuery`` + value redaction + ``url.Values.Encode`` of a non-empty raw query."""
-    values: dict[str, list[str]] = {}
-    for part in _bytestr(query).split("&"):
-        if not part or ";" in part:
-            continue
-        key, _, value = part.partition("=")
-        key = _unescape(key)  # type: ignore[assignment]
-        if key is None:
-            continue
-        value = _unescape(value)  # type: ignore[assignment]
-        if value is None:
-            continue
+    values = parse_query(query)
+    for key, found in values.items():
         if key not in _KEEP_PARAMS:
-            value = REDACTED
-        if key in values:
-            values[key].append(value)
-        else:
-            values[key] = [value]
-    return _encode_query(values)
+            values[key] = [REDACTED] * len(found)
+    return encode_query(values)
 
 
 def redact_url(url: str) -> str:
@@ -182,7 +169,7 @@ def redact_token_body(body: bytes | str) -> str:
     for bytes or str.
     """
     if isinstance(body, str):
-        size = len(_utf8(body))
+        size = len(utf8(body))
     elif isinstance(body, (bytes, bytearray)):
         size = len(body)
     else:

@@ -12,92 +12,21 @@ decoded with ``surrogateescape`` gets its own bytes back; ``surrogatepass`` for 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
-from urllib.parse import unquote_to_bytes
 
+from ._form import byte_string as _bytestr
+from ._form import encode_query as _encode_query
+from ._form import escape as _escape
+from ._form import parse_query as _parse_query
 from ._values import Scope
 
 __all__ = ["merge_scopes", "parse_scope", "registry_scope", "repository_scope", "token_query"]
-
-# Go's QueryEscape leaves only these bytes as they are (space becomes "+").
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
-_ESCAPE_TABLE = {i: ("+" if i == 0x20 else f"%{i:02X}") for i in range(256) if i not in _UNRESERVED}
-_has_reserved = re.compile(r"[^A-Za-z0-9\-_.~]").search
-# Text made only of these characters is escaped by a few str.replace calls instead of translate().
-_has_uncommon = re.compile(r"[^A-Za-z0-9\-_.~:/,%@= ]").search
-# Go's unescape rejects a "%" that is not followed by two hex digits (and drops that query pair).
-_bad_escape = re.compile(r"%(?![0-9A-Fa-f]{2})").search
 
 _CATALOG = "registry:catalog:*"
 
 
 def _type_name(value: object) -> str:
     return type(value).__name__
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
-
-
-def _bytestr(text: str) -> str:
-    """``text`` as UTF-8 bytes, one code point per byte (ASCII text is its own byte string)."""
-    return text if text.isascii() else _utf8(text).decode("latin-1")
-
-
-def _escape(bs: str) -> str:
-    """Go's ``url.QueryEscape`` of a byte string."""
-    if _has_reserved(bs) is None:
-        return bs
-    if _has_uncommon(bs) is None:
-        return (
-            bs.replace("%", "%25").replace(":", "%3A").replace("/", "%2F").replace(",", "%2C")
-            .replace("@", "%40").replace("=", "%3D").replace(" ", "+")
-        )
-    return bs.translate(_ESCAPE_TABLE)
-
-
-def _unescape(bs: str) -> str | None:
-    """Go's ``url.QueryUnescape`` of a byte string; ``None`` where Go returns an error."""
-    if "+" in bs:
-        bs = bs.replace("+", " ")
-    if "%" in bs:
-        if _bad_escape(bs) is not None:
-            return None
-        bs = unquote_to_bytes(bs.encode("latin-1")).decode("latin-1")
-    return bs
-
-
-def _parse_query(query: str) -> dict[str, list[str]]:
-    """Go's ``url.ParseQuery`` (errors ignored): byte-string keys to their values, in order."""
-    values: dict[str, list[str]] = {}
-    for part in _bytestr(query).split("&"):
-        if not part or ";" in part:
-            continue
-        key, _, value = part.partition("=")
-        key = _unescape(key)  # type: ignore[assignment]
-        if key is None:
-            continue
-        value = _unescape(value)  # type: ignore[assignment]
-        if value is None:
-            continue
-        if key in values:
-            values[key].append(value)
-        else:
-            values[key] = [value]
-    return values
-
-
-def _encode_query(values: dict[str, list[str]]) -> str:
-    """Go's ``url.Values.Encode``: keys sorted byte-wise, each key's values in order."""
-    out = []
-    for key in sorted(values):
-        prefix = _escape(key) + "="
-        out.extend([prefix + _escape(v) for v in values[key]])
-    return "&".join(out)
 
 
 def _iter_str(value: object, what: str, expected: str = "an iterable of str") -> Iterable[str]:

@@ -9,90 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-from .engine import _FUTURE, _SYNC, Engine, EngineFuture, _Group, _Transfer
+from ._tokens import TokenCache
+from .engine import Engine, Group
 from .messages import DEFAULT_TIMEOUT, Body, HeaderSource, Request, Response, Timeout
 from .redirects import REDIRECT_STATUSES, Redirects
-from .roundtrip import Exchange, RoundTripper, drive_async, drive_sync
+from .roundtrip import RoundTripper, drive_async, drive_future, drive_sync
 
 __all__ = ["AsyncClient", "Client"]
-
-
-class _Flow:
-    """A redirect chain advanced on the driving thread, hop by hop, without a thread of its own.
-
-    Started only when a transfer's response is a redirect (``_follow_hook``): the ``Redirects``
-    generator is resumed from that response; each further hop is a transfer whose ``on_done`` sends
-    its response into the generator, and the next request is queued from there (admitted in the
-    same engine turn). The final result settles the original transfer (``target``), so its
-    waiter - ``map``'s group or ``submit``'s future - sees one result for the whole chain.
-    """
-
-    __slots__ = ("engine", "gen", "passive", "target")
-
-    def __init__(self, engine: Engine, gen: Exchange, target: _Transfer) -> None:
-        self.engine = engine
-        self.gen = gen
-        self.target = target
-        self.passive = target.kind == _FUTURE
-        target.hop = target  # "in a flow": a cancel of the redirected response must not settle it
-        self._advance(None, None)
-
-    def _advance(self, value: Response | None, error: BaseException | None) -> None:
-        try:
-            step = self.gen.send(value) if error is None else self.gen.throw(error)
-        except StopIteration as stop:
-            self._settle(stop.value, None)
-            return
-        except BaseException as exc:  # noqa: BLE001 - the chain's own error is the result
-            self._settle(None, exc)
-            return
-        if type(step) is not Request:
-            self._settle(None, TypeError(f"a redirect flow can only send requests, not {step!r}"))
-            return
-        engine = self.engine
-        try:
-            t = engine._transfer(step, _SYNC)
-        except BaseException as exc:  # noqa: BLE001 - e.g. ClientClosed
-            self._settle(None, exc)
-            return
-        t.on_done = self._on_done
-        target = self.target
-        target.hop = t
-        if target.future is not None:
-            target.future._transfer = t  # result() drives the hop in flight
-        if self.passive:
-            t.passive = _FUTURE  # nobody drives a future's hops but result() or the loop thread
-            engine._passive_futures.append(None)
-        engine._enqueue(t)
-
-    def _on_done(self, t: _Transfer) -> bool:  # driver thread
-        self._advance(t.result, t.error)
-        return True
-
-    def _settle(self, result: Response | None, error: BaseException | None) -> None:
-        target = self.target
-        target.on_done = None
-        target.hop = None
-        if target.future is not None:
-            target.future._transfer = target
-        self.engine._finish(target, result, error)
-
-
-def _follow_hook(redirects: Redirects, engine: Engine) -> Callable[[_Transfer], bool]:
-    """``on_done`` for a transfer whose redirects are followed on the engine's thread."""
-
-    def on_done(t: _Transfer) -> bool:
-        response = t.result
-        if response is None or response.status not in REDIRECT_STATUSES:
-            return False
-        _Flow(engine, redirects.resume(t.request, response), t)
-        return True
-
-    return on_done
 
 
 class _Base(RoundTripper):
@@ -116,12 +44,17 @@ class _Base(RoundTripper):
                               verify=verify, cert=cert, proxy=proxy, http2=http2, user_agent=user_agent)
         self.follow_redirects = follow_redirects
         self._redirects = Redirects(self._engine, max_redirects=max_redirects, check=redirect_check)
-        self._hook = _follow_hook(self._redirects, self._engine)
+        self._token_cache = TokenCache()
 
     @property
     def engine(self) -> Engine:
         """The engine (one CurlMulti) this client drives."""
         return self._engine
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The bearer tokens of this client, shared by every transport built on it (``transport.new``)."""
+        return self._token_cache
 
     @property
     def timeout(self) -> Timeout:
@@ -209,7 +142,7 @@ class Client(_Base):
             response.close()
 
     def submit(self, request_or_method: Request | str, url: str | None = None, *,
-               follow_redirects: bool | None = None, **kwargs: Any) -> EngineFuture:
+               follow_redirects: bool | None = None, **kwargs: Any) -> concurrent.futures.Future[Response]:
         """Start a request and return a ``concurrent.futures.Future`` of its ``Response``.
 
         Takes a ``Request`` or the arguments of ``request()``. ``future.result()`` drives the engine
@@ -224,7 +157,9 @@ class Client(_Base):
                 raise TypeError("submit(method, url, ...) needs a url")
             req = Request(request_or_method, url, kwargs.pop("headers", None), kwargs.pop("body", None),
                           **kwargs)
-        return self._engine.submit(req, self._hook if self._follow(follow_redirects) else None)
+        if not self._follow(follow_redirects):
+            return self._engine.submit(req)
+        return drive_future(self._redirects.handle(req), self._engine)
 
     def map(self, requests: Iterable[Request], *, concurrency: int = 64, return_exceptions: bool = False,
             follow_redirects: bool | None = None) -> Iterator[Response | BaseException]:
@@ -243,48 +178,46 @@ class Client(_Base):
     def _map(self, requests: Iterable[Request], concurrency: int, return_exceptions: bool,
              follow: bool) -> Iterator[Response | BaseException]:
         engine = self._engine
-        group = _Group()
-        window: collections.deque[Any] = collections.deque()
+        group = Group(engine)  # woken on every completion, so the window refills before the head is in
+        window: collections.deque[concurrent.futures.Future[Response]] = collections.deque()
         source = iter(requests)
         exhausted = False
-        hook = self._hook if follow else None
+        handle = self._redirects.handle
         started = 0
         # Results wait in order behind a slow head; cap how many may pile up meanwhile.
         backlog = concurrency * 4
         try:
             while True:
-                while not exhausted and started - group.count < concurrency and len(window) < backlog:
+                # Transfers in flight: requests started plus redirect hops, less transfers finished.
+                while (not exhausted and started + group.redirects - group.count < concurrency
+                       and len(window) < backlog):
                     req = next(source, None)
                     if req is None:
                         exhausted = True
                         break
                     if not isinstance(req, Request):
                         raise TypeError(f"map() takes Request objects, not {type(req).__name__}")
-                    t = engine._transfer(req, _SYNC)
-                    t.waiter = group
-                    t.on_done = hook
-                    engine._enqueue(t)
-                    window.append(t)
+                    window.append(drive_future(handle(req), group) if follow else engine.submit(req, waiter=group))
                     started += 1
                 if not window:
                     return
                 head = window[0]
-                if not head.ready:
+                if not head.done():
                     group.ready = False
-                    if not head.ready:
-                        engine._wait(group, None)  # returns on any completion: refill first
+                    if not head.done():
+                        engine.wait(group, None)  # returns on any completion: refill first
                     continue
                 window.popleft()
-                if head.error is not None:
+                error = head.exception()
+                if error is not None:
                     if not return_exceptions:
-                        raise head.error
-                    yield head.error
+                        raise error
+                    yield error
                 else:
-                    yield head.result
+                    yield head.result()
         finally:
             for item in window:
-                if not item.ready:
-                    engine._cancel_chain(item)
+                item.cancel()
 
     def close(self) -> None:
         """Fail pending requests with ``ClientClosed``, stop the engine. Idempotent."""

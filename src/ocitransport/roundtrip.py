@@ -13,7 +13,8 @@ receives the result:
 * ``Wait(future)``: wait for a ``concurrent.futures.Future`` (a token refresh another request started);
 * ``Read(response, limit)``: read a response body, at most ``limit`` bytes (raises ``BodyTooLarge``).
 
-``drive_sync`` and ``drive_async`` run the same generator on either face, so no layer is written twice.
+``drive_sync`` and ``drive_async`` run the same generator on either face, so no layer is written twice;
+``drive_future`` runs one on futures (``Client.submit`` and ``Client.map`` follow redirects with it).
 An exception raised while carrying out a step is thrown into the generator at its ``yield``, so
 layers handle transport errors with ordinary ``try``/``except``.
 """
@@ -22,10 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Generator
-from typing import Any, TypeVar
+from concurrent.futures._base import (  # the state names cf.Future uses internally
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+)
+from typing import Any, Generic, Protocol, TypeVar
 
+from ._tokens import TokenCache
 from .exceptions import BodyTooLarge
 from .messages import Request, Response
 
@@ -48,6 +57,18 @@ class RoundTripper:
 
     def close(self) -> None:
         """Release what this round-tripper owns. Layers close nothing: the engine's owner closes it."""
+
+    @property
+    def token_cache(self) -> TokenCache:
+        """The tokens shared by the Bearer layers built on this round-tripper.
+
+        A Client owns one and every layer hands down its inner's, so all transports on one Client share
+        their tokens; any other round-tripper keeps one of its own, made on first use.
+        """
+        cache: TokenCache | None = self.__dict__.get("_token_cache")
+        if cache is None:
+            cache = self.__dict__.setdefault("_token_cache", TokenCache())  # atomic: one wins a race
+        return cache
 
 
 class Send:
@@ -199,6 +220,194 @@ async def drive_async(exchange: Steps[T], inner: RoundTripper) -> T:
             error, value = exc, None
 
 
+class Hops(Protocol):
+    """What ``FlowFuture`` needs of the round-tripper that carries its requests (an ``Engine``)."""
+
+    def start_hop(self, request: Request, flow: FlowFuture[Any]) -> Any:
+        """Send ``request``; call ``flow._settle(response, error)`` once it is in (on the driving thread).
+        Returns a handle for ``wait`` and ``cancel``."""
+        ...
+
+    def wait(self, hop: Any, timeout: float | None) -> bool:
+        """Drive (or wait for the driver) until ``hop`` is in or ``timeout`` passed."""
+        ...
+
+    def cancel(self, hop: Any, error: BaseException | None) -> None:
+        """Stop ``hop``; its flow was cancelled."""
+        ...
+
+
+class FlowFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` for a layer's generator whose requests are hops of ``Hops``.
+
+    Each step is taken when the previous hop settles, on the thread that completed it (the engine's
+    driver), so no thread waits for a chain. With no generator the result is that of the one hop
+    (``Engine.submit``). It is a real ``Future`` (``wait``, ``as_completed``, ``asyncio.wrap_future``
+    work) that builds its ``Condition`` only when something blocks on it; ``result()`` and
+    ``exception()`` first drive the hop in flight themselves; ``cancel()`` cancels that hop.
+    """
+
+    def __init__(self, hops: Hops, exchange: Steps[T] | None = None) -> None:
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+        self._cond: threading.Condition | None = None
+        self._hops = hops
+        self._gen = exchange
+        self._hop: Any = None
+        #: Hops started so far (the first request included).
+        self.hops = 0
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with _COND_LOCK:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    def done(self) -> bool:
+        return self._state in (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def running(self) -> bool:
+        return self._state == PENDING
+
+    def cancelled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def cancel(self) -> bool:
+        if self._state == FINISHED:
+            return False
+        # Settle as cancelled first, so a completion racing in from the driver cannot win after
+        # the hop was already asked to stop.
+        cancelled = super().cancel()
+        hop = self._hop
+        if cancelled and hop is not None:
+            self._hops.cancel(hop, None)
+        return cancelled
+
+    def _start(self, request: Request) -> None:
+        self.hops += 1
+        self._hop = None
+        hop = self._hops.start_hop(request, self)
+        if self._hop is None and self._state == PENDING:  # else it settled meanwhile, maybe with a next hop
+            self._hop = hop
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        """The hop in flight is in (called once per hop, on the driving thread)."""
+        gen = self._gen
+        if self._state != PENDING:
+            if gen is not None:
+                gen.close()  # cancelled meanwhile
+            return
+        if gen is None:
+            self._finish(result, error)
+            return
+        value: Any = result
+        while True:
+            try:
+                step = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration as stop:
+                self._finish(stop.value, None)
+                return
+            except BaseException as exc:  # noqa: BLE001 - the chain's own error is the result
+                self._finish(None, exc)
+                return
+            try:
+                if type(step) is not Request:
+                    raise TypeError(f"a flow on futures can only send requests, not {step!r}")
+                self._start(step)
+                return
+            except BaseException as exc:  # noqa: BLE001 - e.g. ClientClosed: handed to the layer
+                value, error = None, exc
+
+    def _finish(self, result: Any, error: BaseException | None) -> None:
+        self._hop = None
+        if self._cond is None:
+            self._result = result
+            self._exception = error
+            self._state = FINISHED
+            if self._cond is None:  # nobody started blocking after the state was written
+                self._invoke_callbacks()  # type: ignore[attr-defined]
+                return
+            with self._cond:
+                for waiter in self._waiters:
+                    if error is None:
+                        waiter.add_result(self)
+                    else:
+                        waiter.add_exception(self)
+                self._cond.notify_all()
+            self._invoke_callbacks()
+            return
+        try:
+            if error is None:
+                super().set_result(result)
+            else:
+                super().set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    def _drive(self, timeout: float | None) -> float | None:
+        """Drive the hops in flight until settled or ``timeout`` passed; the time left, if any."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._state == PENDING:
+            hop = self._hop
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if hop is None or (remaining is not None and remaining <= 0):
+                break
+            self._hops.wait(hop, remaining)
+            if self._hop is hop:
+                break  # in, and settled or about to be: the Condition path covers the rest
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            return self._result  # type: ignore[return-value]
+        left = self._drive(timeout)
+        if self._state == FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout=0 if self._state != PENDING else left)  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == FINISHED:
+            return self._exception
+        left = self._drive(timeout)
+        if self._state == FINISHED:
+            return self._exception
+        return super().exception(timeout=0 if self._state != PENDING else left)
+
+
+_COND_LOCK = threading.Lock()
+
+
+def drive_future(exchange: Steps[T], hops: Hops) -> FlowFuture[T]:
+    """Run a layer's generator on futures: each ``Request`` step is a hop of ``hops``, taken when the
+    previous one settles; other steps fail the flow with ``TypeError``. Returns the flow's future; an
+    error starting the first request is raised here."""
+    flow: FlowFuture[T] = FlowFuture(hops, exchange)
+    try:
+        step = exchange.send(None)
+    except StopIteration as stop:
+        flow._finish(stop.value, None)
+        return flow
+    try:
+        if type(step) is not Request:
+            raise TypeError(f"a flow on futures can only send requests, not {step!r}")
+        flow._start(step)  # what fails here (ClientClosed, a bad body) raises to the caller, as submit() does
+    except BaseException:
+        exchange.close()
+        raise
+    return flow
+
+
 class Layer(RoundTripper):
     """A round-tripper that wraps ``inner`` and writes its logic once, in ``handle``."""
 
@@ -206,6 +415,10 @@ class Layer(RoundTripper):
 
     def __init__(self, inner: RoundTripper) -> None:
         self.inner = inner
+
+    @property
+    def token_cache(self) -> TokenCache:
+        return self.inner.token_cache
 
     def handle(self, request: Request) -> Exchange:
         """The layer's logic: yield steps (see the module docstring), return the response."""
@@ -225,6 +438,10 @@ class RequestLayer(RoundTripper):
 
     def __init__(self, inner: RoundTripper) -> None:
         self.inner = inner
+
+    @property
+    def token_cache(self) -> TokenCache:
+        return self.inner.token_cache
 
     def prepare(self, request: Request) -> Request:
         return request

@@ -144,6 +144,59 @@ class TestBearerRegistry:
         roundtrip_image(rt, bearer_registry.url, repo_name)
         assert ts.issued == 1
 
+    def test_transports_on_one_client_share_its_token_cache(self, bearer_registry, client, repo_name) -> None:
+        """The Client owns the token cache and hands it down: transports built on it, directly or
+        through more layers, share one token; another Client keeps its own."""
+        ts = bearer_registry.token_server
+        auth = self._auth(bearer_registry)
+        scopes = [_scope(repo_name, PULL_SCOPE)]
+        transport.new(bearer_registry.host, auth, client, scopes)
+        layered = transport.new_retry(transport.new_limit(client))
+        assert layered.token_cache is client.token_cache
+        transport.new(bearer_registry.host, auth, layered, scopes)
+        assert ts.issued == 1
+        assert client.token_cache.fetches == 1
+        with ocitransport.Client() as other:
+            assert other.token_cache is not client.token_cache
+            transport.new(bearer_registry.host, auth, other, scopes)
+            assert ts.issued == 2
+            assert other.token_cache.fetches == 1
+
+    def test_from_token_seeds_the_clients_cache(self, bearer_registry, client, repo_name) -> None:
+        """A token from ``exchange`` handed to ``from_token`` is used as it is (no second fetch) and
+        lands in the Client's cache, where later transports find it."""
+        ts = bearer_registry.token_server
+        auth = self._auth(bearer_registry)
+        issued = ts.issued
+        challenge = transport.ping(bearer_registry.host, client)
+        token = transport.exchange(bearer_registry.host, auth, client, [], challenge)
+        assert ts.issued == issued + 1
+        rt = transport.from_token(bearer_registry.host, auth, client, challenge, token)
+        resp = rt.round_trip(Request("GET", f"{bearer_registry.url}/v2/"))
+        assert resp.status == 200
+        assert ts.issued == issued + 1
+        assert any(e.token == token.value for e in client.token_cache.entries.values())
+
+    def test_401_from_another_host_gets_that_hosts_anonymous_token(self, bearer_registry, client,
+                                                                   repo_name) -> None:
+        """A 401 from another host (a redirect target) is answered with an anonymous token from that
+        host's own realm, for that one request: the registry's token never goes there, and the other
+        token never enters the Client's cache."""
+        with FaultServer() as other:
+            challenge = f'Bearer realm="{other.url_for("/token")}",service="elsewhere",scope="x:y:pull"'
+            other.script([Step(401, [("WWW-Authenticate", challenge)])], path="/echo")
+            other.script([Step(200, [("Content-Type", "application/json")], b'{"token": "anon-token"}')],
+                         path="/token")
+            rt = transport.new(bearer_registry.host, self._auth(bearer_registry), client,
+                               [_scope(repo_name, PULL_SCOPE)])
+            resp = rt.round_trip(Request("GET", other.url_for("/echo")))
+            assert resp.status == 200
+            sent = [r.header("authorization") for r in other.requests_to("/echo")]
+            assert sent == [None, "Bearer anon-token"]
+            token_request = other.requests_to("/token")[0]
+            assert token_request.header("authorization") is None
+            assert all(e.token != "anon-token" for e in client.token_cache.entries.values())
+
     def test_scope_upgrade_on_insufficient_scope(self, bearer_registry, client, repo_name) -> None:
         ts = bearer_registry.token_server
         rt = transport.new(bearer_registry.host, self._auth(bearer_registry), client,

@@ -32,6 +32,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit
 
+from .._scopes import repository_scope
 from .._urls import authority
 from ..exceptions import OCITransportError, TransportError
 from ..messages import Request
@@ -57,8 +58,7 @@ def scope_for(method: str, url: str) -> list[str]:
     match = _REPO_PATH.match(urlsplit(url).path)
     if match is None:
         return []
-    actions = "pull" if method.upper() in _READ_METHODS else "push,pull"
-    return [f"repository:{match.group(1)}:{actions}"]
+    return [repository_scope(match.group(1), "pull" if method.upper() in _READ_METHODS else "push,pull")]
 
 
 class RegistryRouter:

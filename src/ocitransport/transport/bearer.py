@@ -14,14 +14,14 @@ import hashlib
 import json
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from .._challenges import parse_challenges
 from .._redaction import redact_token_body, redact_url
-from .._scopes import merge_scopes, token_query
+from .._scopes import merge_scopes, parse_scope, token_query
+from .._tokens import TokenCache, _Entry
 from .._urls import AddressGuard, address_kind, authority, describe, host_address, origin
 from .._values import Challenge
 from ..exceptions import OCITransportError, RedirectError, RequestCancelled
@@ -50,12 +50,12 @@ def _scope_set(scopes: list[str]) -> frozenset[tuple[str, ...]]:
     ``repository:a:pull,push`` are the same grant (registries echo actions in their own order)."""
     out: set[tuple[str, ...]] = set()
     for scope in scopes:
-        kind, sep, rest = scope.partition(":")
-        name, sep2, actions = rest.rpartition(":")
-        if sep and sep2:
-            out.add((kind, name, *sorted(a for a in actions.split(",") if a)))
-        else:
+        try:
+            parsed = parse_scope(scope)
+        except ValueError:  # not TYPE:NAME:ACTIONS: compared as it is spelled
             out.add((scope,))
+        else:
+            out.add((parsed.type, parsed.name, *sorted(parsed.actions)))
     return frozenset(out)
 
 
@@ -174,56 +174,9 @@ def _guarded(via: Redirects, url: str) -> dict[str, Any] | None:
     return None
 
 
-class _Entry:
-    """A cached token, its ``Authorization`` value (built once, sent with every request) and times."""
-
-    __slots__ = ("token", "header", "expires_at", "refresh_at")
-
-    def __init__(self, token: str, expires_at: float, refresh_at: float) -> None:
-        self.token = token
-        self.header = f"Bearer {token}"
-        self.expires_at = expires_at
-        self.refresh_at = refresh_at
-
-
-class TokenCache:
-    """Tokens shared by every Bearer layer of one Client, with one fetch in flight per key."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.entries: dict[tuple[Any, ...], _Entry] = {}
-        self.flights: dict[tuple[Any, ...], concurrent.futures.Future[str]] = {}
-        #: Token fetches made, for reports and tests.
-        self.fetches = 0
-
-    def put(self, key: tuple[Any, ...], token: str, lifetime: float, now: float) -> None:
-        # Refresh ahead of expiry by a fifth of the lifetime, at most 30 s: long enough that a request
-        # never leaves with a token that dies on the way, short enough to keep tokens in use.
-        margin = min(30.0, lifetime / 5)
-        self.entries[key] = _Entry(token, now + lifetime, now + lifetime - margin)
-
-    def discard(self, key: tuple[Any, ...], token: str) -> None:
-        """Forget ``token`` under ``key`` (the registry rejected it): the next request fetches anew."""
-        with self.lock:
-            entry = self.entries.get(key)
-            if entry is not None and entry.token == token:
-                del self.entries[key]
-
-
-_caches: weakref.WeakKeyDictionary[Any, TokenCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
 def token_cache_for(rt: RoundTripper) -> TokenCache:
-    """The TokenCache of the engine at the bottom of ``rt``'s chain (one per Client)."""
-    root: Any = rt
-    while getattr(root, "inner", None) is not None:
-        root = root.inner
-    with _caches_lock:
-        cache = _caches.get(root)
-        if cache is None:
-            cache = _caches[root] = TokenCache()
-        return cache
+    """The TokenCache Bearer layers built on ``rt`` share: ``rt.token_cache`` (a Client's own)."""
+    return rt.token_cache
 
 
 def _credential_id(auth: Authenticator) -> str:
@@ -260,7 +213,7 @@ class BearerAuth(Layer):
         self.service = challenge.parameters.get("service", "")
         self.scopes: list[str] = list(scopes or [])
         self.insecure = challenge.insecure
-        self.cache = token_cache_for(inner) if cache is None else cache
+        self.cache = inner.token_cache if cache is None else cache
         self.matches = HostMatch(registry, "http" if challenge.insecure else "https")
         self.password_grant = password_grant
         self._cred = _credential_id(auth)
@@ -397,6 +350,10 @@ class BearerAuth(Layer):
             return tok.value
         raise TokenError(f"the token server for {self.registry} keeps returning a token the registry rejects")
 
+    def seed(self, token: Token) -> None:
+        """Put a token obtained earlier (``exchange``) in the cache for this layer's scopes."""
+        self.cache.store(self._key(self.scopes), token.value, token.expires_in or DEFAULT_EXPIRES_IN, time.monotonic())
+
     def fetch(self, scopes: list[str]) -> Steps[Token]:
         """Fetch a new token from the realm (a network exchange, no cache)."""
         cfg = self.auth.authorization()
@@ -456,7 +413,7 @@ class BearerAuth(Layer):
         valid for this one request. The registry's token never goes there."""
         if not request.replayable:
             return response
-        scheme, host, port = origin(request.url)
+        scheme = origin(request.url)[0]
         other = authority(request.url)
         for ch in parse_challenges(response.headers.get_all("www-authenticate")):
             realm = ch.parameters.get("realm")
@@ -468,11 +425,9 @@ class BearerAuth(Layer):
                 continue
             from ..authn import Anonymous
 
-            anon = BearerAuth.__new__(BearerAuth)
-            anon.inner, anon.registry, anon.auth, anon.realm = self.inner, other, Anonymous, realm
-            anon.service = ch.parameters.get("service", "")
-            guard = _redirect_guard(other, urlsplit(realm).scheme == "http")
-            anon._token_get = anon._token_post = Redirects(self.inner, check=guard)
+            # Its own throwaway cache: the token is for this one request, not for the Client's.
+            anon = BearerAuth(self.inner, registry=other, auth=Anonymous, cache=TokenCache(),
+                              challenge=Challenge(ch.scheme, ch.parameters, insecure=scheme == "http"))
             try:
                 tok = yield from anon._get([ch.parameters.get("scope", "")])
             except Exception:  # noqa: BLE001 - try the next challenge, then send once more as is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import __version__
+from .._tokens import TokenCache
 from .._urls import origin, with_scheme
 from ..messages import REQUEST_SLOTS, Request  # noqa: F401 - REQUEST_SLOTS: re-exported with set_header
 from ..roundtrip import RequestLayer, RoundTripper
@@ -70,6 +71,10 @@ class Wrapper(RoundTripper):
 
     def __init__(self, inner: RoundTripper) -> None:
         self.inner = inner
+
+    @property
+    def token_cache(self) -> TokenCache:
+        return self.inner.token_cache
 
     def round_trip(self, request: Request):  # type: ignore[no-untyped-def]
         return self.inner.round_trip(request)

@@ -87,10 +87,5 @@ def from_token(registry: Registry | str, auth: Authenticator, inner: RoundTrippe
     if challenge.scheme.lower() != "bearer":
         return Wrapper(BasicAuth(inner, auth, reg.name, "http" if challenge.insecure else "https"))
     bearer = BearerAuth(inner, registry=reg.name, auth=auth, challenge=challenge)
-    import time
-
-    from .bearer import DEFAULT_EXPIRES_IN
-
-    with bearer.cache.lock:
-        bearer.cache.put(bearer._key([]), token.value, token.expires_in or DEFAULT_EXPIRES_IN, time.monotonic())
+    bearer.seed(token)
     return Wrapper(bearer)
