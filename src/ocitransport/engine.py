@@ -96,6 +96,7 @@ import pycurl
 
 from ._curl_errors import E_TOO_LARGE, error_from_curl
 from ._heads import parse_head
+from ._numbers import header_number
 from ._redaction import redact_url
 from .exceptions import (
     ClientClosed,
@@ -1980,10 +1981,8 @@ def _header_list(items: list[tuple[str, str]], has_body: bool) -> list[str | byt
 def _declared_length(items: list[tuple[str, str]]) -> int:
     for name, value in items:
         if name.lower() == "content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return -1
+            length = header_number(value)
+            return -1 if length is None else length
     return -1  # unknown: chunked on HTTP/1.1
 
 
