@@ -73,6 +73,7 @@ import asyncio
 import collections
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -385,11 +386,13 @@ class _Transfer:
         "future",
         "handle",
         "head_ready",
+        "head_wait",
         "head_scan",
         "head_start",
         "header_list",
         "hop",
         "kind",
+        "limits",
         "lines",
         "mode",
         "on_done",
@@ -403,12 +406,14 @@ class _Transfer:
         "result",
         "sent_all",
         "sink",
-        "stall",
         "started",
         "state",
         "stream",
+        "timeout",
         "upload",
         "waiter",
+        "window_at",
+        "window_bytes",
     )
 
     def __init__(self, request: Request, kind: int) -> None:
@@ -442,9 +447,13 @@ class _Transfer:
         self.hop: _Transfer | None = None  # the redirect hop in flight on behalf of this transfer
         self.sent_all = False
         self.digest: Any = None
-        self.stall = 0.0  # seconds without a byte either way before the transfer is failed; 0: off
-        self.progress = -1
+        self.timeout: Timeout = DEFAULT_TIMEOUT  # the limits in force (set by Engine._transfer)
+        self.limits: Timeout | None = None  # ... when _check_stalls has something to watch
+        self.progress = -1  # bytes moved either way (head included) when last seen to move
         self.progress_at = 0.0
+        self.head_wait = 0.0  # when the request was seen sent whole and the head not begun; 0: not
+        self.window_at = 0.0  # start of the current min_rate window; 0: none open
+        self.window_bytes = 0
 
     def scan_head(self) -> bool:
         """Whether a streaming transfer's final head is complete (1xx heads are skipped; a 101 is
@@ -1041,7 +1050,7 @@ class Engine(RoundTripper):
         if custom != h.custom:
             curl.setopt(pycurl.CUSTOMREQUEST, custom)
             h.custom = custom
-        timeout = request.timeout or self.timeout
+        timeout = t.timeout
         if timeout is not h.timeout:
             if h.timeout is None or timeout != h.timeout:
                 _set_timeouts(curl, timeout)
@@ -1112,8 +1121,13 @@ class Engine(RoundTripper):
             t.digest = _LazyDigest
         t.started = time.monotonic()
         timeout = request.timeout or self.timeout
-        if timeout.stall is not None:
-            t.stall = timeout.stall
+        connect = ext.get("connect_timeout") if ext else None
+        if connect is not None and (timeout.connect is None or connect < timeout.connect):
+            # A shorter connect limit for this request only (the ping's HTTPS probe); the rest as set.
+            timeout = dataclasses.replace(timeout, connect=connect)
+        t.timeout = timeout
+        if timeout.stall is not None or timeout.first_byte is not None:
+            t.limits = timeout
         if timeout.pool is not None:
             t.pool_deadline = t.started + timeout.pool
         return t
@@ -1508,9 +1522,10 @@ class Engine(RoundTripper):
             t.state = _ACTIVE
             if t.mode == _STREAM:
                 self._heading[t] = None
-            if t.stall:
+            if t.limits is not None:
                 t.progress_at = time.monotonic()
                 t.progress = -1
+                t.head_wait = t.window_at = 0.0
             active[h.curl] = t
             multi.add_handle(h.curl)
 
@@ -1533,36 +1548,90 @@ class Engine(RoundTripper):
         self._pool_check = nearest
 
     def _check_stalls(self, now: float) -> None:
-        """Fail transfers that moved no byte either way for their ``Timeout.stall`` seconds.
+        """Fail transfers that broke one of their ``Timeout`` limits, naming it.
 
-        libcurl's own low-speed check (also set) averages over up to ~5 s of samples, so after a
-        burst a stall is seen seconds late; this check, run every ``STALL_CHECK`` s, is exact to that
-        granularity. Transfers we paused ourselves (a slow consumer, an empty async body source)
-        are not stalled.
+        Each transfer is in one of three phases: not started (queued for a connection, connecting: the
+        ``connect`` limit is libcurl's), waiting for the response head (the whole request went out:
+        ``first_byte``), or moving a body either way (the request body going out, or the response from
+        its first head byte on: ``stall`` and ``min_rate``). libcurl's own low-speed check averages over
+        up to ~5 s of samples, cannot tell the phases apart and names nothing, so it is not used; this
+        check runs every ``STALL_CHECK`` s while the engine is driven. Transfers we paused ourselves (a
+        slow consumer, an empty async body source) or that nobody drove for a while (a slow ``map``
+        consumer, an unread sync stream) start their clocks afresh.
         """
-        undriven = now - self._stall_check > STALL_CHECK  # nobody drove for a while (a slow map
-        self._stall_check = now + STALL_CHECK              # consumer, an unread sync stream): not a stall
-        stalled = []
+        undriven = now - self._stall_check > STALL_CHECK
+        self._stall_check = now + STALL_CHECK
+        failed: list[tuple[_Transfer, BaseException]] = []
         for curl, t in self._active.items():
-            if not t.stall:
+            limits = t.limits
+            if limits is None:
                 continue
             try:
-                moved = curl.getinfo(pycurl.SIZE_DOWNLOAD_T) + curl.getinfo(pycurl.SIZE_UPLOAD_T)
+                down = curl.getinfo(pycurl.SIZE_DOWNLOAD_T)
+                up = curl.getinfo(pycurl.SIZE_UPLOAD_T)
+                head = curl.getinfo(pycurl.HEADER_SIZE)
             except pycurl.error:
                 continue
+            moved = down + up + head
             paused = (t.stream is not None and t.stream._paused) or (
                 t.upload is not None and t.upload.paused)
-            if moved != t.progress or paused or undriven:
+            if paused or undriven:
+                t.progress, t.progress_at, t.head_wait, t.window_at = moved, now, 0.0, 0.0
+                continue
+            sending = t.reader is not None and not t.sent_all and not 0 <= t.body_size <= up
+            if not head and not t.head_wait:
+                try:
+                    started = curl.getinfo(pycurl.PRETRANSFER_TIME) > 0.0
+                except pycurl.error:
+                    started = False
+                if not started:  # queued for a connection or connecting: the connect limit's business
+                    t.progress, t.progress_at = moved, now
+                    continue
+            if not head and not sending:
+                t.progress, t.progress_at, t.window_at = moved, now, 0.0
+                if not t.head_wait:  # the request went out whole: the head clock starts
+                    t.head_wait = now
+                    continue
+                wait = limits.head_limit
+                if wait is not None and now - t.head_wait >= wait:
+                    failed.append((t, self._limit_error(
+                        t, ReadTimeout, f"no response within {wait:g} s of sending the request "
+                                        f"(Timeout.first_byte)")))
+                continue
+            t.head_wait = 0.0
+            stall = limits.stall
+            if stall is None:
+                continue
+            kind = WriteTimeout if sending else ReadTimeout
+            if moved != t.progress:
                 t.progress = moved
                 t.progress_at = now
-            elif now - t.progress_at >= t.stall:
-                stalled.append(t)
-        for t in stalled:
-            r = t.request
-            kind = WriteTimeout if t.reader is not None and not t.sent_all else ReadTimeout
-            exc = kind(f"{r.method} {redact_url(r.url)}: no data received or sent for {t.stall:g} s "
-                       f"(stall timeout)", url=redact_url(r.url), curl_code=pycurl.E_OPERATION_TIMEDOUT)
+            elif now - t.progress_at >= stall:
+                failed.append((t, self._limit_error(
+                    t, kind, f"no data received or sent for {stall:g} s (stall timeout, Timeout.stall)")))
+                continue
+            rate = limits.min_rate
+            if not rate:
+                continue
+            if not t.window_at:
+                t.window_at, t.window_bytes = now, moved
+            elif now - t.window_at >= limits.rate_period:
+                got, spent = moved - t.window_bytes, now - t.window_at
+                if got < rate * spent:
+                    verb = "sent" if sending else "received"
+                    failed.append((t, self._limit_error(
+                        t, kind, f"{verb} {got} bytes in {spent:.0f} s, below the minimum rate of "
+                                 f"{_rate(rate)} (Timeout.min_rate)")))
+                    continue
+                t.window_at, t.window_bytes = now, moved
+        for t, exc in failed:
             self._do_cancel(t, exc)
+
+    @staticmethod
+    def _limit_error(t: _Transfer, kind: type[TransportError], what: str) -> TransportError:
+        r = t.request
+        url = redact_url(r.url)
+        return kind(f"{r.method} {url}: {what}", url=url, curl_code=pycurl.E_OPERATION_TIMEDOUT)
 
     def _collect(self) -> None:
         multi = self._multi
@@ -1654,6 +1723,10 @@ class Engine(RoundTripper):
                     phase = "write"
             except pycurl.error:
                 pass
+            # Name the limit (libcurl enforces these two; the engine's own say so themselves).
+            limit = t.timeout.connect if phase == "connect" else t.timeout.total
+            message = f"{message} ({'Timeout.connect' if phase == 'connect' else 'Timeout.total'}" + (
+                f" {limit:g} s)" if limit is not None else ")")
         return error_from_curl(code, message, t.request.method, t.request.url, phase=phase,
                                cause=pycurl.error(code, message))
 
@@ -1946,14 +2019,17 @@ def _timing(curl: pycurl.Curl) -> dict[str, float | int]:
 
 
 def _set_timeouts(curl: pycurl.Curl, timeout: Timeout) -> None:
+    # connect and total are libcurl's; first_byte, stall and min_rate the engine's (_check_stalls).
     curl.setopt(pycurl.CONNECTTIMEOUT_MS, 0 if timeout.connect is None else max(1, int(timeout.connect * 1000)))
     curl.setopt(pycurl.TIMEOUT_MS, 0 if timeout.total is None else max(1, int(timeout.total * 1000)))
-    if timeout.stall is None:
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, 0)
-        curl.setopt(pycurl.LOW_SPEED_TIME, 0)
-    else:
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)  # bytes/s: below this for LOW_SPEED_TIME is a stall
-        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(timeout.stall)))
+
+
+def _rate(bytes_per_second: float) -> str:
+    """``1024.0`` -> ``"1 KiB/s"``; ``1536.0`` -> ``"1.5 KiB/s"``; ``100.0`` -> ``"100 bytes/s"``."""
+    for unit, size in (("MiB/s", 1 << 20), ("KiB/s", 1 << 10)):
+        if bytes_per_second >= size:
+            return f"{bytes_per_second / size:g} {unit}"
+    return f"{bytes_per_second:g} bytes/s"
 
 
 def _header_list(items: list[tuple[str, str]], has_body: bool) -> list[str | bytes]:
