@@ -8,8 +8,6 @@ Python's ``int()`` takes much more: other scripts' digits (``'١٢'``), ``'²'``
 
 from __future__ import annotations
 
-from .exceptions import ProtocolError
-
 #: The most digits a number may have: 18 keeps every value below 2**63 (a curl_off_t, Go's int64).
 MAX_DIGITS = 18
 
@@ -34,16 +32,4 @@ def is_digits(text: str) -> bool:
     return bool(text) and text.isascii() and text.isdigit()
 
 
-class InvalidNumber(ProtocolError):
-    """A server sent a header (or token field) that should hold a number and does not."""
-
-
-def invalid_number(what: str, value: object, url: str | None = None) -> InvalidNumber:
-    """The error for a bad number in ``what`` (a header name, say); the value is shown cut to 40 chars."""
-    shown = repr(value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "...")
-    where = f"{url}: " if url else ""
-    return InvalidNumber(f"{where}invalid {what} {shown}: not a number of at most {MAX_DIGITS} ASCII digits",
-                         url=url)
-
-
-__all__ = ["MAX_DIGITS", "InvalidNumber", "header_number", "invalid_number", "is_digits", "parse_number"]
+__all__ = ["MAX_DIGITS", "header_number", "is_digits", "parse_number"]

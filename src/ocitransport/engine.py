@@ -58,8 +58,10 @@ libcurl facts this relies on:
     readers go through the control queue and are applied by whoever drives next.
   * A write callback returning ``CURL_WRITEFUNC_PAUSE`` has *not* consumed the data; libcurl
     delivers the same bytes again after unpausing, and it does not time out paused transfers.
-  * libcurl's low-speed check averages the speed over up to ~5 s of samples, so after a burst a
-    stall shows seconds late: the engine checks progress itself every ``STALL_CHECK`` seconds.
+  * libcurl's low-speed check averages the speed over up to ~5 s of samples (a stall shows seconds
+    late after a burst), cannot tell waiting for a head from a stalled body, and names no limit: it is
+    off, and the engine checks ``Timeout.first_byte`` / ``stall`` / ``min_rate`` itself every
+    ``STALL_CHECK`` seconds (``connect`` and ``total`` stay libcurl's).
   * ``curl_multi_fdset`` leaves out sockets >= FD_SETSIZE (1024); the select timeout is capped at
     ``MAX_WAIT`` so such transfers still move, slowly (TODO: an epoll path for huge fd counts).
   * The pycurl wheel's libcurl looks for CAs at a RHEL path; the system bundle is found with
@@ -140,7 +142,8 @@ MAX_RESPONSE_HEAD_LINE = 100 << 10
 HEADER_LISTS = 256
 #: ... each at most this long in total (a registry token is 1-2 KiB).
 HEADER_LIST_BYTES = 16 << 10
-#: How often the driver looks for stalled transfers (the precision of ``Timeout.stall``).
+#: How often the driver checks transfers against their limits (the precision of ``Timeout.first_byte``,
+#: ``stall`` and ``min_rate``).
 STALL_CHECK = 0.25
 #: A thread blocked behind another driver re-checks after this long (a safety net, not a poll).
 BLOCK_RECHECK = 1.0
