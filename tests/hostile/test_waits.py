@@ -93,7 +93,7 @@ def test_a_shared_pause_in_the_year_9999_is_waited_out_at_most_the_cap(fault_ser
     assert 0.9 <= time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("value", ["²", "¹²", "1_000", " -1", "1.5", "9" * 400])
+@pytest.mark.parametrize("value", ["²", "¹²", "9" * 400])  # isdigit() says yes to each
 def test_bad_retry_after_on_a_throttle_is_ignored(fault_server: FaultServer, value: str) -> None:
     busy = Step(429, [("Retry-After", value)])
     fault_server.script([busy, busy, None], path="/bytes")
