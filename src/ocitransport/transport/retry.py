@@ -237,5 +237,5 @@ def new_retry(
                  max_retry_after=max_retry_after)
 
 
-__all__ = ["MAX_RETRY_AFTER", "Backoff", "DEFAULT_RETRY_STATUS_CODES", "REMOTE_BACKOFF", "Retry", "describe_wait",
+__all__ = ["DEFAULT_RETRY_STATUS_CODES", "MAX_RETRY_AFTER", "REMOTE_BACKOFF", "Backoff", "Retry", "describe_wait",
            "is_retryable", "new_retry", "parse_retry_after", "refused_wait"]
