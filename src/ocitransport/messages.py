@@ -143,18 +143,35 @@ class Headers:
 
 @dataclass(frozen=True)
 class Timeout:
-    """Per-request time limits in seconds; ``None`` means no limit.
+    """Per-request time limits in seconds; ``None`` means no limit. Each error names the limit that fired.
 
-    ``connect``: establishing the connection (TCP and TLS). ``total``: the whole transfer.
-    ``stall``: abort when the transfer moves less than one byte per second for this long (curl's
-    low-speed limit); it catches dead peers on long transfers without capping their length.
-    ``pool``: how long a request may wait for a free connection slot.
+    ``connect`` (30 s): establishing the connection, TCP and TLS (``Timeout.connect``).
+    ``first_byte`` (``None``: the ``stall`` value, 30 s): from the request sent - its body included, a
+    body still going out never counts - to the first byte of the response head (``Timeout.first_byte``).
+    ``stall`` (30 s): while a body moves either way, no byte sent or received for this long
+    (``Timeout.stall``). ``None`` turns off the body limits, ``min_rate`` included (and, with
+    ``first_byte`` unset, the head limit too): the meaning it had when it was libcurl's low-speed limit.
+    ``min_rate`` (1024 bytes/s): a body moving slower than this on average over a window of
+    ``rate_period`` (30 s) seconds fails; the first window starts when the body does (a grace period),
+    so a trickle of a byte or two a second ends after ``rate_period`` s (``Timeout.min_rate``).
+    ``total``: the whole transfer (``Timeout.total``). ``pool``: how long a request may wait for a free
+    connection slot. Time that we paused a transfer ourselves (a slow consumer, an empty async body
+    source) counts towards none of them. One request's worst case is about ``connect + first_byte``
+    plus its body at ``min_rate``; the retry layer multiplies that by its attempts.
     """
 
     connect: float | None = 30.0
     total: float | None = None
-    stall: float | None = 60.0
+    stall: float | None = 30.0
     pool: float | None = None
+    first_byte: float | None = None
+    min_rate: float | None = 1024.0
+    rate_period: float = 30.0
+
+    @property
+    def head_limit(self) -> float | None:
+        """The effective time-to-first-byte limit: ``first_byte``, else ``stall``."""
+        return self.stall if self.first_byte is None else self.first_byte
 
 
 DEFAULT_TIMEOUT = Timeout()
@@ -170,7 +187,7 @@ class Request:
     ``stream=True`` leaves the response body unread for the caller to consume (``Response.iter_bytes``);
     otherwise the body is read into ``Response.content``. ``extensions`` carries per-request options
     for inner layers (for example ``"sha256": True`` to digest the response body while it streams,
-    ``"sink"`` to write it to a file).
+    ``"sink"`` to write it to a file, ``"connect_timeout"`` for a shorter connect limit on this request).
     """
 
     __slots__ = ("method", "url", "headers", "body", "timeout", "stream", "extensions", "_body_start")

@@ -9,6 +9,8 @@ What it does is chosen per request by path and query (``N``, ``S``, ... are inte
 ``/stall?after=N&seconds=S[&length=L][&finish=1]``   headers (Content-Length L, default N+1) and N bytes,
                                                      then a stall of S seconds, then close (or the rest)
 ``/delay?seconds=S[&n=N]``                           wait S seconds before the status line, then N bytes
+                                                     (a large S: a server that reads the request and
+                                                     never answers)
 ``/reset?when=before|headers|mid[&after=N]``         close with a TCP RST (SO_LINGER 0): before any byte,
                                                      after the headers, or after N body bytes
 ``/truncate?length=L&send=S``                        Content-Length L but only S bytes, then close (FIN)
@@ -34,6 +36,8 @@ path the client asked for.
 Any request takes ``close=1`` (answer with ``Connection: close`` and close) and ``early=1`` (answer before
 reading the request body, without ``100 Continue``, then close). A request with ``Expect: 100-continue``
 gets ``100 Continue`` before its body is read. HEAD gets the headers of GET without the body.
+
+:class:`SilentServer` is a listener that accepts connections and never reads or sends a byte.
 
 Observations: ``requests`` (a snapshot list of :class:`RecordedRequest`), ``connections`` (accepted so
 far), ``active_connections`` and ``peak_connections`` (most open at once). :meth:`FaultServer.script`
@@ -621,6 +625,31 @@ class _Handlers:
     def do_close(self) -> bool:
         self.close = True
         return self.respond(200, [("Content-Type", "text/plain")], b"ok")
+
+
+class SilentServer(SocketServer):
+    """Accepts every connection and never reads or sends a byte: a peer that is up and says nothing (a
+    TLS client waits for the handshake, a plain-HTTP client for the answer). Each connection is held
+    until the server stops or ``max_hold`` seconds pass. ``connections`` counts those accepted."""
+
+    name = "silent"
+
+    def __init__(self, host: str = process.LOOPBACK, max_hold: float = 60.0) -> None:
+        super().__init__(host, idle_timeout=max_hold)
+        self.max_hold = max_hold
+        self.connections = 0
+
+    @property
+    def host(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
+    def _admit(self, sock: socket.socket) -> int | None:
+        with self._lock:
+            self.connections += 1
+            return self.connections
+
+    def _serve(self, sock: socket.socket, number: int) -> None:
+        self._stopping.wait(self.max_hold)
 
 
 def _error_body(code: str, message: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -37,7 +38,7 @@ from ..exceptions import (
 from ..messages import DEFAULT_TIMEOUT, Headers, Request, Response, Timeout
 from ..roundtrip import FlowFuture, RoundTripper
 from .future import EngineFuture
-from .options import SEND_BUFFER, HandleOptions, _Handle, _timing
+from .options import SEND_BUFFER, HandleOptions, _Handle, _rate, _timing
 from .stream import BodyStream
 from .transfer import (
     _ACTIVE,
@@ -72,7 +73,8 @@ MAX_WAIT = 0.25
 #: A server sending more (say 10 MiB of headers) costs at most this much memory before the transfer fails.
 MAX_RESPONSE_HEAD = 300 << 10
 MAX_RESPONSE_HEAD_LINE = 100 << 10
-#: How often the driver looks for stalled transfers (the precision of ``Timeout.stall``).
+#: How often the driver checks transfers against their limits (the precision of ``Timeout.first_byte``,
+#: ``stall`` and ``min_rate``).
 STALL_CHECK = 0.25
 #: A thread blocked behind another driver re-checks after this long (a safety net, not a poll).
 BLOCK_RECHECK = 1.0
@@ -185,8 +187,13 @@ class Engine(HandleOptions, RoundTripper):
             t.digest = _LazyDigest
         t.started = time.monotonic()
         timeout = request.timeout or self.timeout
-        if timeout.stall is not None:
-            t.stall = timeout.stall
+        connect = ext.get("connect_timeout") if ext else None
+        if connect is not None and (timeout.connect is None or connect < timeout.connect):
+            # A shorter connect limit for this request only (the ping's HTTPS probe); the rest as set.
+            timeout = dataclasses.replace(timeout, connect=connect)
+        t.timeout = timeout
+        if timeout.stall is not None or timeout.first_byte is not None:
+            t.limits = timeout
         if timeout.pool is not None:
             t.pool_deadline = t.started + timeout.pool
         return t
@@ -583,9 +590,10 @@ class Engine(HandleOptions, RoundTripper):
             t.state = _ACTIVE
             if t.mode == _STREAM:
                 self._heading[t] = None
-            if t.stall:
+            if t.limits is not None:
                 t.progress_at = time.monotonic()
                 t.progress = -1
+                t.head_wait = t.window_at = 0.0
             active[h.curl] = t
             multi.add_handle(h.curl)
 
@@ -608,36 +616,90 @@ class Engine(HandleOptions, RoundTripper):
         self._pool_check = nearest
 
     def _check_stalls(self, now: float) -> None:
-        """Fail transfers that moved no byte either way for their ``Timeout.stall`` seconds.
+        """Fail transfers that broke one of their ``Timeout`` limits, naming it.
 
-        libcurl's own low-speed check (also set) averages over up to ~5 s of samples, so after a
-        burst a stall is seen seconds late; this check, run every ``STALL_CHECK`` s, is exact to that
-        granularity. Transfers we paused ourselves (a slow consumer, an empty async body source)
-        are not stalled.
+        Each transfer is in one of three phases: not started (queued for a connection, connecting: the
+        ``connect`` limit is libcurl's), waiting for the response head (the whole request went out:
+        ``first_byte``), or moving a body either way (the request body going out, or the response from
+        its first head byte on: ``stall`` and ``min_rate``). libcurl's own low-speed check averages over
+        up to ~5 s of samples, cannot tell the phases apart and names nothing, so it is not used; this
+        check runs every ``STALL_CHECK`` s while the engine is driven. Transfers we paused ourselves (a
+        slow consumer, an empty async body source) or that nobody drove for a while (a slow ``map``
+        consumer, an unread sync stream) start their clocks afresh.
         """
-        undriven = now - self._stall_check > STALL_CHECK  # nobody drove for a while (a slow map
-        self._stall_check = now + STALL_CHECK              # consumer, an unread sync stream): not a stall
-        stalled = []
+        undriven = now - self._stall_check > STALL_CHECK
+        self._stall_check = now + STALL_CHECK
+        failed: list[tuple[_Transfer, BaseException]] = []
         for curl, t in self._active.items():
-            if not t.stall:
+            limits = t.limits
+            if limits is None:
                 continue
             try:
-                moved = curl.getinfo(pycurl.SIZE_DOWNLOAD_T) + curl.getinfo(pycurl.SIZE_UPLOAD_T)
+                down = curl.getinfo(pycurl.SIZE_DOWNLOAD_T)
+                up = curl.getinfo(pycurl.SIZE_UPLOAD_T)
+                head = curl.getinfo(pycurl.HEADER_SIZE)
             except pycurl.error:
                 continue
+            moved = down + up + head
             paused = (t.stream is not None and t.stream._paused) or (
                 t.upload is not None and t.upload.paused)
-            if moved != t.progress or paused or undriven:
+            if paused or undriven:
+                t.progress, t.progress_at, t.head_wait, t.window_at = moved, now, 0.0, 0.0
+                continue
+            sending = t.reader is not None and not t.sent_all and not 0 <= t.body_size <= up
+            if not head and not t.head_wait:
+                try:
+                    started = curl.getinfo(pycurl.PRETRANSFER_TIME) > 0.0
+                except pycurl.error:
+                    started = False
+                if not started:  # queued for a connection or connecting: the connect limit's business
+                    t.progress, t.progress_at = moved, now
+                    continue
+            if not head and not sending:
+                t.progress, t.progress_at, t.window_at = moved, now, 0.0
+                if not t.head_wait:  # the request went out whole: the head clock starts
+                    t.head_wait = now
+                    continue
+                wait = limits.head_limit
+                if wait is not None and now - t.head_wait >= wait:
+                    failed.append((t, self._limit_error(
+                        t, ReadTimeout, f"no response within {wait:g} s of sending the request "
+                                        f"(Timeout.first_byte)")))
+                continue
+            t.head_wait = 0.0
+            stall = limits.stall
+            if stall is None:
+                continue
+            kind = WriteTimeout if sending else ReadTimeout
+            if moved != t.progress:
                 t.progress = moved
                 t.progress_at = now
-            elif now - t.progress_at >= t.stall:
-                stalled.append(t)
-        for t in stalled:
-            r = t.request
-            kind = WriteTimeout if t.reader is not None and not t.sent_all else ReadTimeout
-            exc = kind(f"{r.method} {redact_url(r.url)}: no data received or sent for {t.stall:g} s "
-                       f"(stall timeout)", url=redact_url(r.url), curl_code=pycurl.E_OPERATION_TIMEDOUT)
+            elif now - t.progress_at >= stall:
+                failed.append((t, self._limit_error(
+                    t, kind, f"no data received or sent for {stall:g} s (stall timeout, Timeout.stall)")))
+                continue
+            rate = limits.min_rate
+            if not rate:
+                continue
+            if not t.window_at:
+                t.window_at, t.window_bytes = now, moved
+            elif now - t.window_at >= limits.rate_period:
+                got, spent = moved - t.window_bytes, now - t.window_at
+                if got < rate * spent:
+                    verb = "sent" if sending else "received"
+                    failed.append((t, self._limit_error(
+                        t, kind, f"{verb} {got} bytes in {spent:.0f} s, below the minimum rate of "
+                                 f"{_rate(rate)} (Timeout.min_rate)")))
+                    continue
+                t.window_at, t.window_bytes = now, moved
+        for t, exc in failed:
             self._do_cancel(t, exc)
+
+    @staticmethod
+    def _limit_error(t: _Transfer, kind: type[TransportError], what: str) -> TransportError:
+        r = t.request
+        url = redact_url(r.url)
+        return kind(f"{r.method} {url}: {what}", url=url, curl_code=pycurl.E_OPERATION_TIMEDOUT)
 
     def _collect(self) -> None:
         multi = self._multi
@@ -733,6 +795,10 @@ class Engine(HandleOptions, RoundTripper):
                     phase = "write"
             except pycurl.error:
                 pass
+            # Name the limit (libcurl enforces these two; the engine's own say so themselves).
+            limit = t.timeout.connect if phase == "connect" else t.timeout.total
+            message = f"{message} ({'Timeout.connect' if phase == 'connect' else 'Timeout.total'}" + (
+                f" {limit:g} s)" if limit is not None else ")")
         return error_from_curl(code, message, t.request.method, t.request.url, phase=phase,
                                cause=pycurl.error(code, message))
 

@@ -4,7 +4,6 @@ they changed since the handle's last transfer.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import ssl
@@ -186,7 +185,7 @@ class HandleOptions:
         if custom != h.custom:
             curl.setopt(pycurl.CUSTOMREQUEST, custom)
             h.custom = custom
-        timeout = request.timeout or self.timeout
+        timeout = t.timeout
         if timeout is not h.timeout:
             if h.timeout is None or timeout != h.timeout:
                 _set_timeouts(curl, timeout)
@@ -319,14 +318,17 @@ def _timing(curl: pycurl.Curl) -> dict[str, float | int]:
 
 
 def _set_timeouts(curl: pycurl.Curl, timeout: Timeout) -> None:
+    # connect and total are libcurl's; first_byte, stall and min_rate the engine's (_check_stalls).
     curl.setopt(pycurl.CONNECTTIMEOUT_MS, 0 if timeout.connect is None else max(1, int(timeout.connect * 1000)))
     curl.setopt(pycurl.TIMEOUT_MS, 0 if timeout.total is None else max(1, int(timeout.total * 1000)))
-    if timeout.stall is None:
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, 0)
-        curl.setopt(pycurl.LOW_SPEED_TIME, 0)
-    else:
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)  # bytes/s: below this for LOW_SPEED_TIME is a stall
-        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(timeout.stall)))
+
+
+def _rate(bytes_per_second: float) -> str:
+    """``1024.0`` -> ``"1 KiB/s"``; ``1536.0`` -> ``"1.5 KiB/s"``; ``100.0`` -> ``"100 bytes/s"``."""
+    for unit, size in (("MiB/s", 1 << 20), ("KiB/s", 1 << 10)):
+        if bytes_per_second >= size:
+            return f"{bytes_per_second / size:g} {unit}"
+    return f"{bytes_per_second:g} bytes/s"
 
 
 def _header_list(items: list[tuple[str, str]], has_body: bool) -> list[str | bytes]:

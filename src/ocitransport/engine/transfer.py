@@ -13,7 +13,7 @@ import pycurl
 
 from .._redaction import redact_url
 from ..exceptions import OCITransportError, ProtocolError
-from ..messages import Request, Response
+from ..messages import DEFAULT_TIMEOUT, Request, Response, Timeout
 
 if TYPE_CHECKING:
     from ..roundtrip import FlowFuture
@@ -98,8 +98,10 @@ class _Transfer:
         "head_ready",
         "head_scan",
         "head_start",
+        "head_wait",
         "header_list",
         "kind",
+        "limits",
         "lines",
         "mode",
         "passive",
@@ -114,12 +116,14 @@ class _Transfer:
         "result",
         "sent_all",
         "sink",
-        "stall",
         "started",
         "state",
         "stream",
+        "timeout",
         "upload",
         "waiter",
+        "window_at",
+        "window_bytes",
     )
 
     def __init__(self, request: Request, kind: int) -> None:
@@ -151,10 +155,14 @@ class _Transfer:
         self.body_size = -1
         self.sent_all = False
         self.digest: Any = None
-        self.stall = 0.0  # seconds without a byte either way before the transfer is failed; 0: off
-        self.progress = -1
+        self.timeout: Timeout = DEFAULT_TIMEOUT  # the limits in force (set by Engine._transfer)
+        self.limits: Timeout | None = None  # ... when _check_stalls has something to watch
+        self.progress = -1  # bytes moved either way (head included) when last seen to move
         self.progress_at = 0.0
         self.refused: str | None = None  # why the SSRF guard refused an address (see _set_guard)
+        self.head_wait = 0.0  # when the request was seen sent whole and the head not begun; 0: not
+        self.window_at = 0.0  # start of the current min_rate window; 0: none open
+        self.window_bytes = 0
         self.primary_ip = ""  # the connected address, kept for a stream head delivered after release
 
     def scan_head(self) -> bool:

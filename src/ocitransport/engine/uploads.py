@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pycurl
 
+from .._numbers import header_number
 from .transfer import _FINISHED, _call_soon, _resolve
 
 if TYPE_CHECKING:
@@ -204,8 +205,6 @@ class _PendingAsync:
 def _declared_length(items: list[tuple[str, str]]) -> int:
     for name, value in items:
         if name.lower() == "content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return -1
+            length = header_number(value)
+            return -1 if length is None else length
     return -1  # unknown: chunked on HTTP/1.1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from .. import transport
+from .._numbers import header_number, parse_number
 from ..exceptions import OCITransportError
 from ..messages import Response
 from ..name import Repository
@@ -519,15 +520,14 @@ class _Source:
             first = _content_range_start(response.headers.get("Content-Range"))
             if first != offset:
                 self.failed = MirrorError(f"{t.src.name}: GET {self.blob.digest} with Range from {offset} "
-                                          f"answered {response.headers.get('Content-Range')!r}")
+                                          f"answered Content-Range {response.headers.get('Content-Range')!r}")
                 raise self.failed
             self.skip, expected = 0, self.blob.size - offset
         else:
             self.skip, expected = offset, self.blob.size
-        declared = response.headers.get("Content-Length")
-        if declared and declared.strip().isdigit() and not response.headers.get("Content-Encoding") \
-                and int(declared) != expected:
-            raise SizeMismatch(f"{self.blob.digest}: source declares {int(declared) + self.blob.size - expected}"
+        declared = header_number(response.headers.get("Content-Length"))  # a bad one: libcurl's to judge
+        if declared is not None and not response.headers.get("Content-Encoding") and declared != expected:
+            raise SizeMismatch(f"{self.blob.digest}: source declares {declared + self.blob.size - expected}"
                                  f" bytes, the manifest {self.blob.size}")
         self.stream = response.aiter_bytes()
         self.pos, self.leftover = offset, b""
@@ -552,5 +552,5 @@ def _content_range_start(value: str | None) -> int | None:
     if not value:
         return None
     unit, _, spec = value.strip().partition(" ")
-    first = spec.partition("-")[0].strip()
-    return int(first) if unit.lower() == "bytes" and first.isdigit() else None
+    first = parse_number(spec.partition("-")[0].strip())
+    return first if unit.lower() == "bytes" else None

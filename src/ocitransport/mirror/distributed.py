@@ -206,7 +206,9 @@ class SharedLimits:
         return self.local.admit(registry, slot=slot)
 
     def pause_left(self, registry: str) -> float:
-        return max(self.local.pause_left(registry), self.board.paused_until(registry) - time.time())
+        # The board's value came from another process (and from a registry): never more than our cap.
+        shared = min(self.board.paused_until(registry) - time.time(), self.policy.max_pause)
+        return max(self.local.pause_left(registry), shared)
 
     def finish(self, ticket: Admission, *, status: int | None, retry_after: float | None = None) -> None:
         self.local.finish(ticket, status=status, retry_after=retry_after)

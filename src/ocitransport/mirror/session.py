@@ -20,6 +20,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from .. import transport
 from .._links import next_link
+from .._numbers import header_number, parse_number
 from .._urls import MAX_LOCATION, AddressGuard, authority, describe, normalize_host, origin
 from ..authn import Anonymous, Authenticator, DefaultKeychain
 from ..exceptions import AddressRefused, BodyTooLarge, OCITransportError
@@ -64,8 +65,8 @@ class PullQuota:
 
 
 def _is_count(text: str) -> bool:
-    # ASCII digits only ("²".isdigit() is true, int("²") is not), and a sane length.
-    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
+    # ASCII digits only ("²".isdigit() is true, int("²") is not), and a sane length: the one parser.
+    return parse_number(text) is not None
 
 
 def _quota_number(value: str | None) -> tuple[int, int] | None:
@@ -644,8 +645,8 @@ def _registry_name(name: str) -> str:
 
 
 def _chunk_min(response: Response) -> int:
-    value = (response.headers.get("OCI-Chunk-Min-Length") or "").strip()
-    return int(value) if value.isdigit() else 0
+    # A bad value (not ASCII digits, or absurdly long) is ignored: chunks keep our own size.
+    return header_number(response.headers.get("OCI-Chunk-Min-Length")) or 0
 
 
 def _range_end(value: str | None) -> int | None:
@@ -664,4 +665,5 @@ def _range_end(value: str | None) -> int | None:
     last = last.strip()
     if last in ("-1", "0"):
         return 0
-    return int(last) + 1 if last.isdigit() else None
+    held = parse_number(last)
+    return None if held is None else held + 1

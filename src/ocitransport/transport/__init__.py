@@ -16,7 +16,15 @@ from .errors import MAX_ERROR_BODY, Error, check_error
 from .limit import Limit, LimitBackend, LimitPolicy, LimitStats, LocalLimits, new_limit
 from .logger import Logger, new_logger
 from .ping import PingError, ping, ping_async
-from .retry import DEFAULT_RETRY_STATUS_CODES, REMOTE_BACKOFF, Backoff, Retry, is_retryable, new_retry
+from .retry import (
+    DEFAULT_RETRY_STATUS_CODES,
+    MAX_RETRY_AFTER,
+    REMOTE_BACKOFF,
+    Backoff,
+    Retry,
+    is_retryable,
+    new_retry,
+)
 from .simple import Scheme, UserAgent, Wrapper, new_user_agent
 from .stack import exchange, exchange_async, from_token, new, new_async
 
@@ -27,7 +35,7 @@ DELETE_SCOPE = "push,pull,delete"
 CATALOG_SCOPE = "catalog"
 
 __all__ = [
-    "CATALOG_SCOPE", "DEFAULT_RETRY_STATUS_CODES", "DELETE_SCOPE", "MAX_ERROR_BODY", "PULL_SCOPE",
+    "CATALOG_SCOPE", "DEFAULT_RETRY_STATUS_CODES", "DELETE_SCOPE", "MAX_ERROR_BODY", "MAX_RETRY_AFTER", "PULL_SCOPE",
     "PUSH_SCOPE", "REMOTE_BACKOFF", "Backoff", "BasicAuth", "BearerAuth", "Challenge", "Diagnostic",
     "Error", "ErrorCode", "Limit", "LimitBackend", "LimitPolicy", "LimitStats", "LocalLimits", "Logger",
     "PingError", "Retry", "Scheme", "Token", "TokenCache", "TokenError", "UserAgent", "Wrapper",

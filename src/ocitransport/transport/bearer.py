@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from .._challenges import parse_challenges
+from .._numbers import MAX_DIGITS, parse_number
 from .._redaction import redact_token_body, redact_url
 from .._scopes import merge_scopes, parse_scope, token_query
 from .._tokens import TokenCache, _Entry
@@ -98,14 +100,19 @@ def parse_token(body: bytes, registry: str) -> Token:
     if not token and not access:
         raise TokenError(f"no token in bearer response from {registry}:\n{redact_token_body(body)}")
     refresh = data.get("refresh_token")
-    expires: Any = data.get("expires_in")
-    try:
-        expires_in = float(expires) if expires is not None and not isinstance(expires, bool) else 0.0
-    except (TypeError, ValueError):
-        expires_in = 0.0
-    if not expires_in > 0 or expires_in != expires_in or expires_in == float("inf"):
-        expires_in = 0.0
-    return Token(token, access, refresh if isinstance(refresh, str) else "", expires_in)
+    return Token(token, access, refresh if isinstance(refresh, str) else "", _expires_in(data.get("expires_in")))
+
+
+def _expires_in(value: Any) -> float:
+    """``expires_in`` seconds (a JSON number, or a string of ASCII digits as some servers send it); 0 (the
+    default lifetime) when absent, not positive, not finite or not a number (float() would take "1e9",
+    " 12 " and "١٢"). issued_at is not read: the lifetime counts from our receipt of the token."""
+    if isinstance(value, str):
+        value = parse_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    seconds = float(value) if value < 10 ** MAX_DIGITS else 0.0
+    return seconds if 0.0 < seconds < math.inf else 0.0
 
 
 def validate_realm(realm: str, registry_host: str, insecure: bool) -> None:

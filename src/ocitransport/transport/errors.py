@@ -33,22 +33,29 @@ class Error(OCITransportError):
         request: Request | None = None,
         body: bytes = b"",
         temporary: bool = False,
+        wait_refused: str = "",
     ) -> None:
         self.status_code = status_code
         self.errors: list[Diagnostic] = [] if errors is None else errors
         self.request = request
         self.raw_body = body
         self._temporary = temporary
+        #: Why the wait the registry asked for was not waited out (``Retry-After`` over the cap), or "".
+        self.wait_refused = wait_refused
         super().__init__(self._message())
 
     def _message(self) -> str:
         method = url = None
         if self.request is not None:
             method, url = self.request.method, redact_url(self.request.url)
-        return format_error(method, url, self.status_code, self.errors, self.raw_body)
+        text = format_error(method, url, self.status_code, self.errors, self.raw_body)
+        return f"{text} ({self.wait_refused})" if self.wait_refused else text
 
     def temporary(self) -> bool:
-        """Whether retrying may help: 408/429/5xx without diagnostics, or only retryable codes."""
+        """Whether retrying may help: 408/429/5xx without diagnostics, or only retryable codes; never
+        when the registry asked for a wait longer than the cap (another attempt would be told the same)."""
+        if self.wait_refused:
+            return False
         return self._temporary or is_temporary(self.status_code, self.errors)
 
     def has_code(self, *codes: str | ErrorCode) -> bool:
@@ -58,12 +65,14 @@ class Error(OCITransportError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Picklable (mirror reports cross process boundaries); the request is dropped, not its text.
-        return (_rebuild_error, (self.status_code, self.errors, str(self), self._temporary))
+        return (_rebuild_error, (self.status_code, self.errors, str(self), self._temporary, self.wait_refused))
 
 
-def _rebuild_error(status: int, errors: list[Diagnostic], message: str, temporary: bool) -> Error:
+def _rebuild_error(status: int, errors: list[Diagnostic], message: str, temporary: bool,
+                   wait_refused: str = "") -> Error:
     err = Error.__new__(Error)
     err.status_code, err.errors, err.request, err.raw_body, err._temporary = status, errors, None, b"", temporary
+    err.wait_refused = wait_refused
     OCITransportError.__init__(err, message)
     return err
 
@@ -76,6 +85,7 @@ def make_error(response: Response, body: bytes, *, temporary: bool = False) -> E
         request=response.request,
         body=body,
         temporary=temporary,
+        wait_refused=str(response.extensions.get("wait_refused") or ""),
     )
 
 

@@ -10,8 +10,9 @@ makes all of its requests polite together:
   answers to requests admitted before the cut do not cut again), and every other answer adds
   ``1 / limit`` (about one more slot per round of successes), always between ``floor`` and ``ceiling``.
   A request holds its slot until its response head arrives.
-* **Pause**: a ``429`` / ``503`` with ``Retry-After`` (seconds or an HTTP date, capped at ``max_pause``)
+* **Pause**: a ``429`` / ``503`` with ``Retry-After`` (seconds or an HTTP date, at most ``max_pause``)
   means no request to that registry goes out before that moment, not only the one that was told so.
+  A longer ``Retry-After`` pauses nothing: that request fails at once, saying what was asked.
 
 Requests whose body cannot be replayed (a blob streamed from a source GET into a destination upload)
 honour pauses but take no slot: their body may depend on another request to the same registry, which
@@ -35,7 +36,7 @@ from typing import Protocol
 from .._urls import authority
 from ..messages import Request, Response
 from ..roundtrip import Exchange, Layer, RoundTripper, Sleep, Wait
-from .retry import parse_retry_after
+from .retry import MAX_RETRY_AFTER, parse_retry_after, refused_wait
 
 #: Answers that mean "slow down": the limit is cut, and ``Retry-After`` pauses the registry.
 THROTTLE_STATUS_CODES: frozenset[int] = frozenset({429, 503})
@@ -44,14 +45,15 @@ THROTTLE_STATUS_CODES: frozenset[int] = frozenset({429, 503})
 @dataclass(frozen=True)
 class LimitPolicy:
     """The knobs of the per-registry limit: concurrency starts at ``initial`` (default: ``ceiling``) and
-    stays in ``[floor, ceiling]``; ``decrease`` is the factor of a cut; pauses last at most
-    ``max_pause`` seconds whatever ``Retry-After`` says."""
+    stays in ``[floor, ceiling]``; ``decrease`` is the factor of a cut; ``max_pause`` (default
+    ``retry.MAX_RETRY_AFTER``, 60 s) caps a pause: a ``Retry-After`` asking for more pauses nothing and
+    fails its request at once, and a request waits out pauses for at most that long in all."""
 
     floor: int = 1
     ceiling: int = 32
     initial: int | None = None
     decrease: float = 0.5
-    max_pause: float = 60.0
+    max_pause: float = MAX_RETRY_AFTER
     statuses: frozenset[int] = THROTTLE_STATUS_CODES
 
     def __post_init__(self) -> None:
@@ -327,9 +329,14 @@ class Limit(Layer):
                 else:
                     backend.withdraw(ticket)
                 raise
+        policy = getattr(backend, "policy", None)
+        cap = policy.max_pause if isinstance(policy, LimitPolicy) else MAX_RETRY_AFTER
         try:
-            for _ in range(100):  # bounded: each round sleeps out a pause another answer set
-                left = backend.pause_left(registry)
+            # Bounded: each round sleeps out a pause another answer set, and all of them together last at
+            # most the cap (a registry paused again and again does not hold a request for ever).
+            deadline = time.monotonic() + cap
+            for _ in range(100):
+                left = min(backend.pause_left(registry), deadline - time.monotonic())
                 if left <= 0:
                     break
                 yield Sleep(left)
@@ -341,8 +348,13 @@ class Limit(Layer):
             backend.finish(ticket, status=None)
             raise
         retry_after = None
-        if response.status >= 400:  # the backend's policy decides whether this status throttles
+        statuses = policy.statuses if isinstance(policy, LimitPolicy) else THROTTLE_STATUS_CODES
+        if response.status in statuses:  # Retry-After on any other answer (a 404, say) is not read
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is not None and retry_after > cap:
+                # No pause at all: the request fails at once (the retry layer gives up on it too).
+                response.extensions["wait_refused"] = refused_wait(retry_after, cap, "LimitPolicy.max_pause")
+                retry_after = None
         backend.finish(ticket, status=response.status, retry_after=retry_after)
         return response
 

@@ -8,7 +8,7 @@ from .._challenges import parse_challenges
 from .._urls import AddressGuard
 from .._values import Challenge
 from ..exceptions import OCITransportError, TransportError
-from ..messages import Request, Response, Timeout
+from ..messages import Request, Response
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, Send, Steps, drive_async, drive_sync
 from .errors import MAX_ERROR_BODY, make_error
@@ -44,9 +44,11 @@ def ping_steps(registry: Registry, inner: RoundTripper) -> Steps[Challenge]:
     via = Redirects(inner, check=AddressGuard(registry.name, what="ping redirect"))
     errors: list[BaseException] = []
     for scheme in schemes:
-        timeout = Timeout(connect=FALLBACK_CONNECT_TIMEOUT, total=60.0) if len(schemes) > 1 else None
+        # A short connect limit for the probe only; the Client's other limits (first byte, stall, rate)
+        # hold as for every request.
+        ext = {"connect_timeout": FALLBACK_CONNECT_TIMEOUT} if len(schemes) > 1 else None
         # Streamed: an error body is read only up to MAX_ERROR_BODY, never buffered whole.
-        request = Request("GET", f"{scheme}://{registry.name}/v2/", timeout=timeout, stream=True)
+        request = Request("GET", f"{scheme}://{registry.name}/v2/", stream=True, extensions=ext)
         try:
             response: Response = yield Send(request, via)
         except TransportError as exc:

@@ -8,16 +8,29 @@ body intact so ``check_error`` still reports the registry's structured error (#2
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+from .._numbers import is_digits, parse_number
+from .._redaction import redact_url
 from ..exceptions import ConnectError, ProtocolError, ReadError, TimeoutError, TLSError, WriteError
 from ..messages import Request, Response
 from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep, drive_async, drive_sync
 from .errors import MAX_ERROR_BODY, Error, make_error
+
+log = logging.getLogger("ocitransport")
+
+#: The one cap on a server-driven wait: the longest ``Retry-After`` the retry layer waits out
+#: (``Retry.max_retry_after``) and the longest pause the limit layer puts on a registry
+#: (``LimitPolicy.max_pause``). A registry asking for more gets the request failed at once, with
+#: ``registry asked to wait 3170 years (Retry-After), more than the 60 s cap (...)``.
+MAX_RETRY_AFTER = 60.0
+#: What an overflowing delta-seconds counts as (RFC 9111 section 1.2.2).
+OVERFLOW_SECONDS = float(2 ** 31)
 
 #: Statuses the remote defaults retry (upstream's remote package; 499 and 522 are CDN codes).
 DEFAULT_RETRY_STATUS_CODES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504, 499, 522})
@@ -68,19 +81,51 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date); ``None`` if absent/bad."""
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date, RFC 9110 section 10.2.3);
+    ``None`` if absent or bad.
+
+    delta-seconds are ASCII digits only (one parser, ``ocitransport._numbers``); more digits than it reads
+    count as 2**31 s, as RFC 9111 section 1.2.2 tells caches to read an overflowing delta-seconds.
+    """
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    value = value.strip(" \t")
+    if is_digits(value):
+        seconds = parse_number(value)
+        return OVERFLOW_SECONDS if seconds is None else float(seconds)
+    if not value.isascii():
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when is None:
+            return None
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def describe_wait(seconds: float) -> str:
+    """A wait for people: ``"45 s"``, ``"20 min"``, ``"5 h"``, ``"3 days"``, ``"3170 years"``."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def refused_wait(seconds: float, cap: float, knob: str) -> str:
+    """The line for a ``Retry-After`` over the cap ``knob`` allows (the request fails at once)."""
+    return f"registry asked to wait {describe_wait(seconds)} (Retry-After), more than the {cap:g} s cap ({knob})"
+
+
+def _retry_after(response: Response) -> float | None:
+    value = response.headers.get("retry-after")
+    after = parse_retry_after(value)
+    if after is None and value:
+        request = response.request
+        where = f"{request.method} {redact_url(request.url)}: " if request is not None else ""
+        log.warning("%signoring invalid Retry-After header %r (RFC 9110 section 10.2.3: delta-seconds or "
+                    "an HTTP date)", where, value[:40])
+    return after
 
 
 class Retry(Layer):
@@ -95,7 +140,7 @@ class Retry(Layer):
         backoff: Backoff | None = None,
         predicate: Callable[[BaseException], bool] | None = None,
         status_codes: Collection[int] | None = None,
-        max_retry_after: float = 60.0,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(inner)
         self.backoff = REMOTE_BACKOFF if backoff is None else backoff
@@ -156,10 +201,16 @@ class Retry(Layer):
                 if not self.predicate(make_error(response, body, temporary=True)):
                     return response
                 delay = delays[attempt]
-                after = parse_retry_after(response.headers.get("retry-after"))
+                if response.extensions.get("wait_refused"):  # a layer below refused the wait already
+                    response.extensions["retries"] = attempt
+                    return response
+                after = _retry_after(response)
                 if after is not None:
                     if after > self.max_retry_after:
+                        # Fail at once, saying why: waiting that long would hang the caller.
                         response.extensions["retries"] = attempt
+                        response.extensions["wait_refused"] = refused_wait(after, self.max_retry_after,
+                                                                           "Retry.max_retry_after")
                         return response
                     delay = max(delay, after)
             attempt += 1
@@ -179,12 +230,12 @@ def new_retry(
     backoff: Backoff | None = None,
     predicate: Callable[[BaseException], bool] | None = None,
     status_codes: Collection[int] | None = None,
-    max_retry_after: float = 60.0,
+    max_retry_after: float = MAX_RETRY_AFTER,
 ) -> Retry:
     """Wrap ``inner`` in a retry layer (defaults: the remote package's backoff, statuses and errors)."""
     return Retry(inner, backoff=backoff, predicate=predicate, status_codes=status_codes,
                  max_retry_after=max_retry_after)
 
 
-__all__ = ["Backoff", "DEFAULT_RETRY_STATUS_CODES", "REMOTE_BACKOFF", "Retry", "is_retryable", "new_retry",
-           "parse_retry_after"]
+__all__ = ["DEFAULT_RETRY_STATUS_CODES", "MAX_RETRY_AFTER", "REMOTE_BACKOFF", "Backoff", "Retry", "describe_wait",
+           "is_retryable", "new_retry", "parse_retry_after", "refused_wait"]
