@@ -21,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import ocitransport
-from ocitransport import mirror
-from ocitransport.authn import Basic
 from tests.servers import raw
 from tests.servers.fixtures import ServerKeychain
 from tests.servers.registry import RegistryServer
 from tests.servers.s3 import S3Server
 from tests.servers.shaper import LinkShaper
+
+import ocitransport
+from ocitransport import mirror
+from ocitransport.authn import Basic
 
 
 def _skopeo(src: str, dst: str, far: RegistryServer, near: RegistryServer, certs: Path) -> float:

@@ -164,13 +164,13 @@ def test_only_exact_names_match(impl):
 # every signed parameter is a secret for as long as the URL is valid.
 PRESIGNED = [
     (SIGNED_BLOB_URL, ["AKIAEXAMPLE", "0123abcd"]),
-    ("https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
-     "&X-Goog-Date=20240101T000000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host&X-Goog-Signature=9f8e7d",
+    (("https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
+      "&X-Goog-Date=20240101T000000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host&X-Goog-Signature=9f8e7d"),
      ["sa%40p.iam", "sa@p.iam", "9f8e7d"]),
-    ("https://acct.blob.core.windows.net/c/b?sv=2021-08-06&se=2024-01-01T00%3A20%3A00Z&sr=b&sp=r"
-     "&sig=AzUrEsIg%2Bnature%3D&skoid=oid123&sktid=tid456", ["AzUrEsIg", "oid123", "tid456", "2024-01-01"]),
-    ("https://d111.cloudfront.net/blobs/x?Expires=1704067200&Signature=CfSiGnAtUrE~&Key-Pair-Id=APKAEXAMPLE"
-     "&Policy=eyJTdGF0ZW1lbnQiOltdfQ__", ["CfSiGnAtUrE", "APKAEXAMPLE", "eyJTdGF0ZW1lbnQiOltdfQ__", "1704067200"]),
+    (("https://acct.blob.core.windows.net/c/b?sv=2021-08-06&se=2024-01-01T00%3A20%3A00Z&sr=b&sp=r"
+      "&sig=AzUrEsIg%2Bnature%3D&skoid=oid123&sktid=tid456"), ["AzUrEsIg", "oid123", "tid456", "2024-01-01"]),
+    (("https://d111.cloudfront.net/blobs/x?Expires=1704067200&Signature=CfSiGnAtUrE~&Key-Pair-Id=APKAEXAMPLE"
+      "&Policy=eyJTdGF0ZW1lbnQiOltdfQ__"), ["CfSiGnAtUrE", "APKAEXAMPLE", "eyJTdGF0ZW1lbnQiOltdfQ__", "1704067200"]),
 ]
 
 

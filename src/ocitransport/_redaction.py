@@ -13,16 +13,16 @@ from ._compat import NO_EXTENSIONS, REQUIRE_EXTENSIONS
 COMPILED = False
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._redaction_py import (
-        redact_url,
         redact_headers,
         redact_token_body,
+        redact_url,
     )
 else:
     try:
         from ._redaction_c import (  # type: ignore[import-not-found]
-            redact_url,
             redact_headers,
             redact_token_body,
+            redact_url,
         )
 
         COMPILED = True
@@ -30,9 +30,9 @@ else:
         if REQUIRE_EXTENSIONS:
             raise
         from ._redaction_py import (
-            redact_url,
             redact_headers,
             redact_token_body,
+            redact_url,
         )
 
 __all__ = ["redact_url", "redact_headers", "redact_token_body"]

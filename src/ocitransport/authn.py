@@ -209,9 +209,9 @@ class AuthConfig:
     def authorization_header(self) -> str | None:
         """The ``Authorization`` value the basic transport sends for these credentials, or ``None``.
 
-        First that applies (as go-containerregistry pkg/authn/authn.go orders them): ``registry_token`` -> ``Bearer``; username and password ->
-        ``Basic base64(user:pass)``; ``auth`` -> ``Basic <auth>`` verbatim. ``identity_token`` is not
-        used here (it is exchanged for a bearer token).
+        First that applies (as go-containerregistry pkg/authn/authn.go orders them): ``registry_token``
+        -> ``Bearer``; username and password -> ``Basic base64(user:pass)``; ``auth`` -> ``Basic <auth>``
+        verbatim. ``identity_token`` is not used here (it is exchanged for a bearer token).
         """
         if self.registry_token:
             return f"Bearer {self.registry_token}"

@@ -81,7 +81,7 @@ def test_endless_tag_pages_stop_at_max_tags_at_the_default_limit(source: Hostile
     report = mirror.mirror_repository(f"{source.host}/{REPO}", f"{source.host}/copy/repo",
                                       keychain=MultiKeychain(), retries=0)
     assert time.monotonic() - started < 30
-    (where, message), = report.errors
+    (_where, message), = report.errors
     assert message == (f"{source.host}/{REPO}: tag list exceeds the limit of 100000 tags (MAX_TAGS); "
                        "stopped listing")
     # 100 pages are the limit, the 101st goes over it; the list is not read again after that.
@@ -238,7 +238,8 @@ def _nested(source: HostileRegistry, levels: int) -> list[Manifest]:
     return chain
 
 
-def test_indexes_nested_deeper_than_the_limit(source: HostileRegistry, small_limits: Callable[..., limits.Limits]) -> None:
+def test_indexes_nested_deeper_than_the_limit(source: HostileRegistry,
+                                              small_limits: Callable[..., limits.Limits]) -> None:
     small_limits(max_index_depth=3)
     chain = _nested(source, 12)
     report = _copy(f"{source.host}/{REPO}:v1", f"{source.host}/copy/repo:v1")
@@ -264,7 +265,8 @@ def test_the_dask_executor_applies_the_same_depth_limit(source: HostileRegistry,
     plan = mirror.plan_copy(f"{source.host}/{REPO}:v1", f"{registry.host}/{unique_repo_name('dask')}:v1",
                             keychain=MultiKeychain())
     assert not plan.errors
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client, DaskExecutor(client, keychain=MultiKeychain()) as executor:
         report = executor.execute(plan, retries=0)
     (_, message), = report.errors

@@ -184,7 +184,8 @@ def test_blob_head_redirect_refused_by_storage_is_confirmed_with_a_ranged_get(fa
     decides, and neither request to storage carries the registry's credentials."""
     _bearer_registry(fault_server)
     storage = f"/data?{_SIGNED}"
-    fault_server.script([Step(307, [("Location", other.url_for(storage))])] * 2, path=f"/v2/hostile/repo/blobs/{DIGEST}")
+    fault_server.script([Step(307, [("Location", other.url_for(storage))])] * 2,
+                        path=f"/v2/hostile/repo/blobs/{DIGEST}")
     other.script([Step(403), Step(206, [("Content-Range", f"bytes 0-0/{len(BLOB)}")], BLOB[:1])], path="/data")
 
     async def work(session: Session, repo: Repository) -> bool:

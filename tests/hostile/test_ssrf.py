@@ -67,7 +67,8 @@ def test_host_address_reads_every_spelling(host: str, address: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["example.com", "08.1.1.1", "1.2.3.4.5", "256.1.1.1", "1.2.3.0x100",
-                                  "0x1g", "0x", "0X.1", "1..2", "", "4294967296", "1.16777216", "[::g]", "metadata.test"])
+                                  "0x1g", "0x", "0X.1", "1..2", "", "4294967296", "1.16777216", "[::g]",
+                                  "metadata.test"])
 def test_names_and_malformed_numbers_are_no_address(host: str) -> None:
     assert host_address(host) is None
 

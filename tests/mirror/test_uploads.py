@@ -358,7 +358,7 @@ def test_lost_final_put_answer_on_an_s3_destination(registry, s3_registry, make_
     image, _big = _push(registry, src_repo)
     proxy = proxy_factory(s3_registry)
     proxy.lose_response(method="PUT", path_contains="/blobs/uploads/")
-    report, executor = _copy(image.reference, f"{proxy.host}/{dst_repo}:v1", threshold=BIG)
+    report, _executor = _copy(image.reference, f"{proxy.host}/{dst_repo}:v1", threshold=BIG)
     _assert_copied(report, image, s3_registry, dst_repo)
     puts = _uploads(proxy, "PUT")
     assert [r.fault for r in puts].count("reset_after") == 1 and len(puts) == 3  # no blob sent twice

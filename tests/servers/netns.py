@@ -442,20 +442,24 @@ def main(only: str = "") -> dict[str, Any]:
         for label in ("decimal", "dns-metadata", "mapped-v6"):
             public.attack("blob", _target("blob", SPELLINGS[label]))
             public_dst.attack("", "")
-            record(f"cli/blob/{label}", _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/b:t"], public_dst))
+            record(f"cli/blob/{label}",
+                   _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/b:t"], public_dst))
             public.attack("", "")
             public_dst.attack("upload", _target("upload", SPELLINGS[label]))
-            record(f"cli/upload/{label}", _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/c:t"], public_dst))
+            record(f"cli/upload/{label}",
+                   _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/c:t"], public_dst))
         public_dst.attack("", "")
         public.attack("hops", "")
         record("cli/hops", _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/d:t"], public_dst),
                requests=public.requests)
         public.attack("long-location", "")
-        record("cli/long-location", _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/e:t"], public_dst),
+        record("cli/long-location",
+               _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/e:t"], public_dst),
                requests=public.requests)
         public.attack("", "")
         public_dst.attack("long-upload", "")
-        record("cli/long-upload", _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/f:t"], public_dst),
+        record("cli/long-upload",
+               _cli(["copy", "--insecure", f"{PUBLIC}:5000/a:t", f"{PUBLIC}:5001/f:t"], public_dst),
                requests=public_dst.requests)
         public_dst.attack("", "")
         public.attack("blob", storage_url)

@@ -373,9 +373,9 @@ class FaultProxy(SocketServer):
         ``cut_response``, ``answer_status``, ``hold`` for scripts), ``request_body_bytes`` (forwarded upstream),
         ``response_body_bytes`` (forwarded to clients), ``refused_while_down`` (connections)."""
         with self._lock:
-            out = {k: 0 for k in ("requests", "connections", "request_body_bytes", "response_body_bytes",
-                                  "cut_request", "cut_response", "answer_status", "hold", "refused_while_down",
-                                  *FAULT_KINDS)}
+            out = dict.fromkeys(("requests", "connections", "request_body_bytes", "response_body_bytes",
+                                 "cut_request", "cut_response", "answer_status", "hold", "refused_while_down",
+                                 *FAULT_KINDS), 0)
             out.update(self._stats)
             return out
 

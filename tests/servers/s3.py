@@ -14,7 +14,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 

@@ -303,7 +303,7 @@ class TokenServer:
     def _answer(self, grant: str, username: str | None, scopes: list[str], refresh: bool) -> dict[str, Any]:
         token = self.issue_token(username, scopes)
         with self._lock:
-            body: dict[str, Any] = {name: token for name in self.token_fields}
+            body: dict[str, Any] = dict.fromkeys(self.token_fields, token)
             body["expires_in"] = self.token_lifetime if self.claimed_lifetime is None else self.claimed_lifetime
             body["issued_at"] = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
             if refresh and username is not None:
