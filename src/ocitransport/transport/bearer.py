@@ -370,10 +370,18 @@ class BearerAuth(Layer):
         raise TokenError(f"the token server for {self.registry} keeps returning a token the registry rejects")
 
     def fetch(self, scopes: list[str]) -> Steps[Token]:
-        """Fetch a new token from the realm (a network exchange, no cache)."""
+        """A new token for ``scopes``: a credential's registry token as it is (upstream's bearer
+        refresh), else one from the realm (a network exchange, no cache)."""
         cfg = self.auth.authorization()
         if cfg.registry_token:
             return Token(cfg.registry_token)
+        return (yield from self.exchange(scopes, cfg))
+
+    def exchange(self, scopes: list[str], cfg: AuthConfig | None = None) -> Steps[Token]:
+        """A token from the realm, always over the network (upstream's ``Exchange``): a registry token
+        is not handed back; it goes to the realm as ``Authorization: Bearer`` like any credential."""
+        if cfg is None:
+            cfg = self.auth.authorization()
         if cfg.identity_token or (self.password_grant and cfg.username and cfg.password):
             try:
                 tok = yield from self._post(cfg, scopes)
