@@ -1590,7 +1590,10 @@ class Engine(RoundTripper):
             if error is None and code:
                 error = self._curl_error(t, curl, code, message)
             if error is None and t.mode != _STREAM:
-                result = self._response(t, h.lines, h.chunks)
+                if not _head_ended(h.lines):
+                    error = _cut_head(t)
+                else:
+                    result = self._response(t, h.lines, h.chunks)
         except BaseException as exc:  # noqa: BLE001 - a malformed head fails this request only
             error = _local_error(t, exc)
         ext = t.request.extensions
@@ -1613,7 +1616,9 @@ class Engine(RoundTripper):
         # transfer over; delivering the head again would start a second flow for the same request.
         if not t.ready and t.result is None:
             head_ready = t.scan_head()  # also cuts trailers that arrived with the head
-            if error is None or head_ready:
+            if error is None and not head_ready:
+                error = _cut_head(t)
+            if head_ready:
                 # The head arrived complete: the caller gets the response, the body error comes
                 # with the body (also when both landed in the same engine turn).
                 try:
@@ -1985,6 +1990,29 @@ def _declared_length(items: list[tuple[str, str]]) -> int:
             except ValueError:
                 return -1
     return -1  # unknown: chunked on HTTP/1.1
+
+
+def _head_ended(lines: list[bytes]) -> bool:
+    """Whether the last head in libcurl's header lines ended with its blank line. libcurl (8.x) reports
+    a transfer whose connection closed inside the head as a success, with the head cut short; http.client
+    and h11 raise for it, and so do we (``_cut_head``). Scans back from the end: O(1) for a whole head."""
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line[:5] == b"HTTP/":
+            return False
+        if not line.rstrip(b"\r\n"):
+            return True
+    return True  # no line at all: parse_head's own "no HTTP status line" error applies
+
+
+def _cut_head(t: _Transfer) -> ProtocolError:
+    """The error for a connection closed before the response head ended (see ``_head_ended``). It
+    carries CURLE_PARTIAL_FILE (data missing at the close), which the adapters map as stock does:
+    requests ``ChunkedEncodingError``, httpx ``RemoteProtocolError``."""
+    r = t.request
+    url = redact_url(r.url)
+    return ProtocolError(f"{r.method} {url}: connection closed before the end of the response head",
+                         url=url, curl_code=pycurl.E_PARTIAL_FILE)
 
 
 def _local_error(t: _Transfer, exc: BaseException) -> BaseException:

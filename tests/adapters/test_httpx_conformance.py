@@ -238,3 +238,12 @@ def test_read_timeout_on_reused_connection(make_httpx: Make, fault_server) -> No
     assert client.get(fault_server.url_for("/bytes?n=10")).status_code == 200  # pools the connection
     with pytest.raises(httpx.ReadTimeout):
         client.get(fault_server.url_for("/stall?after=0&seconds=4"), timeout=httpx.Timeout(1, connect=3))
+
+
+def test_head_cut_by_the_close(make_httpx: Make, raw_reply) -> None:
+    """A connection closed inside the head (no blank line): an error, never an empty 200."""
+    from tests.adapters.conftest import CUT_HEAD
+
+    server = raw_reply(CUT_HEAD)
+    with pytest.raises(httpx.RemoteProtocolError):
+        make_httpx().get(server.url)

@@ -246,3 +246,12 @@ def test_stall_after_head_on_reused_connection(session: requests.Session, fault_
     with pytest.raises(requests.exceptions.ConnectionError) as info:
         session.get(fault_server.url_for("/stall?after=0&seconds=4"), timeout=(3, 1))
     assert not isinstance(info.value, requests.exceptions.ConnectTimeout)
+
+
+def test_head_cut_by_the_close(session: requests.Session, raw_reply) -> None:
+    """A connection closed inside the head (no blank line): an error, never an empty 200."""
+    from tests.adapters.conftest import CUT_HEAD
+
+    server = raw_reply(CUT_HEAD)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        session.get(server.url)
