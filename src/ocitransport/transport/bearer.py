@@ -4,7 +4,8 @@ upgrades, and per-request anonymous tokens for other hosts.
 Upstream keeps one token per transport and refreshes only after a 401. Here every layer of a Client
 shares one ``TokenCache``: one token per (registry, realm, service, scope set, credentials); a token is
 refreshed shortly *before* it expires; and when a hundred requests need a token at once, one of them
-fetches it while the others wait for that one answer (single flight).
+fetches it while the others wait for that one answer (single flight). Every deliberate difference
+from upstream is listed in docs/deviations.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 URLs go through ``redact_url`` (upstream logs them raw), header values of ``Authorization``, cookies and
 registry-auth headers are masked, and token-endpoint bodies are never logged. When DEBUG is off for
-the logger the layer costs one ``isEnabledFor`` call per request.
+the logger the layer costs one ``isEnabledFor`` call per request. See docs/deviations.md.
 """
 
 from __future__ import annotations

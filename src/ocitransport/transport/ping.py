@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: Connect timeout of the HTTPS probe when a plain-HTTP fallback is allowed. Upstream races the two
 #: schemes with a 300 ms head start for HTTPS; sequential probing with a short HTTPS connect timeout
 #: gives the same answer where the fallback applies (loopback and private addresses, where a closed
-#: or plain port answers at once) without a second connection per ping.
+#: or plain port answers at once) without a second connection per ping (docs/deviations.md).
 FALLBACK_CONNECT_TIMEOUT = 3.0
 
 
