@@ -71,9 +71,17 @@ def test_installed_mounts_everywhere_and_restores(fault_server) -> None:
     assert requests.Session.get_adapter is original
 
 
-def test_not_picklable() -> None:
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        pickle.dumps(arequests.RequestsAdapter())
+def test_pickles_its_settings_not_its_clients(fault_server) -> None:
+    """As stock's HTTPAdapter (which pickles its settings and re-creates its pools)."""
+    adapter = arequests.RequestsAdapter(max_connections=3, retry=False)
+    with requests.Session() as s:
+        s.mount("http://", adapter)
+        s.get(fault_server.url_for("/bytes?n=4"))
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert copy._config == {**adapter._config} and copy._clients == {}
+    assert copy.client_for()._engine is not adapter.client_for()._engine
+    copy.close()
+    adapter.close()
 
 
 def test_httpx_refuses_ssl_context() -> None:
