@@ -353,7 +353,7 @@ class RequestsAdapter(BaseAdapter):
         if proxy:
             # As stock's proxy_manager_for: a scheme-less proxy is http, and one without a host is an
             # error of its own rather than a host name to resolve.
-            proxy = prepend_scheme_if_needed(proxy, "http")
+            proxy = prepend_scheme_if_needed(proxy, "http")  # type: ignore[no-untyped-call]
             if not parse_url(proxy).host:
                 raise requests.exceptions.InvalidProxyURL(
                     "Please check proxy URL. It is malformed and could be missing the host.")
