@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import ssl
 
 import httpx
 import pytest
@@ -82,8 +81,3 @@ def test_pickles_its_settings_not_its_clients(fault_server) -> None:
     assert copy.client_for()._engine is not adapter.client_for()._engine
     copy.close()
     adapter.close()
-
-
-def test_httpx_refuses_ssl_context() -> None:
-    with pytest.raises(TypeError, match="SSLContext"):
-        ahttpx.HTTPXTransport(verify=ssl.create_default_context())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,8 @@ import pytest
 import ocitransport
 from ocitransport import authn, transport
 from ocitransport.messages import Request
-from ocitransport.transport import PULL_SCOPE, Error, PingError
-from tests.adapters.conftest import CUT_HEAD, raw_reply  # noqa: F401 - raw_reply is a fixture
+from ocitransport.transport import PULL_SCOPE, PingError
+from tests.adapters.conftest import CUT_HEAD, RawReplyServer
 from tests.servers.listener import SocketServer
 from tests.servers.tls import server_certificate
 
@@ -133,6 +133,19 @@ def test_logger_error_line_has_the_redacted_message(fault_server, caplog) -> Non
     message = lines[0][len(f"<-- {name}: "):].split(" GET ")[0]
     assert len(message) > 3  # the error's own words, not just its type
     assert "s3cr3t" not in lines[0]
+
+
+@pytest.fixture
+def raw_reply() -> Iterator[Callable[[bytes], RawReplyServer]]:
+    made: list[RawReplyServer] = []
+
+    def make(reply: bytes) -> RawReplyServer:
+        made.append(RawReplyServer(reply))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -7,10 +7,17 @@ httpx keeps what it does: redirects, cookies, auth, content decoding (the body i
 received, so gzip is decoded once, by httpx). The transport maps ``request.extensions["timeout"]``:
 ``connect`` to the connect timeout, ``read`` (or ``write`` when ``read`` is None) to the engine's stall
 limit (whole seconds in libcurl: 0.5 acts as 1), ``pool`` to the wait for a connection slot. TLS and
-proxy are fixed per transport, as for ``httpx.HTTPTransport``: ``verify`` (bool or CA file/dir path; an
-``ssl.SSLContext`` cannot be handed to libcurl and is refused), ``cert`` (path or ``(cert, key)``) and
-``proxy`` (a URL; ``None``: no proxy, environment ignored, as httpx does for an explicit transport).
-``verify=True`` trusts the system CA store.
+proxy are fixed per transport, as for ``httpx.HTTPTransport``: ``verify`` (bool, CA file/dir path, or an
+``ssl.SSLContext``: its CA certificates and ``verify_mode`` are used; libcurl cannot take the context
+itself, so a client certificate loaded into it is not seen: pass ``cert=`` as well), ``cert`` (path or
+``(cert, key)``) and ``proxy`` (a URL; ``None``: no proxy, environment ignored, as httpx does for an
+explicit transport). ``verify=True`` trusts the system CA store.
+
+The ``trace`` request extension is called with httpcore's event names for the request and response
+heads (``http11.`` or ``http2.`` ``send_request_headers``, ``send_request_body``,
+``receive_response_headers``, ``response_closed``), once the head is in; there are no
+``connection.*`` events (libcurl owns the connections). ``AsyncHTTPXTransport`` runs on asyncio; under
+trio (anyio's trio backend) each transfer and body read waits in a worker thread.
 
 Response bodies stream (httpx reads them for non-streaming calls), with back-pressure; a small body that
 had fully arrived with its head (up to ``ARRIVED_BODY_MAX``) is handed over as bytes, the engine's
@@ -19,14 +26,19 @@ objects already released. Request bodies stream from ``request.stream``. Registr
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import os
 import ssl
-from collections.abc import AsyncIterator, Collection, Iterator
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .._redaction import redact_url
 from ..client import AsyncClient, Client
 from ..engine import BodyStream
 from ..messages import Headers, Request, Response, Timeout
@@ -124,10 +136,72 @@ def _response(resp: Response, stream: httpx.SyncByteStream | httpx.AsyncByteStre
     )
 
 
-def _check_options(verify: Any) -> None:
-    if isinstance(verify, ssl.SSLContext):
-        raise TypeError("verify=ssl.SSLContext cannot be handed to libcurl; pass True, False or a CA "
-                        "file or directory path")
+def _verify_from_context(context: ssl.SSLContext) -> bool | str:
+    """What libcurl can take of an ``ssl.SSLContext`` (httpx 0.28's ``verify=``): ``False`` when it does
+    not verify, else a PEM file of the CA certificates loaded into it (``load_verify_locations`` with a
+    file or data, as httpx does with certifi's bundle), or ``True`` (the system store) when it holds
+    none it can list (``load_default_certs``, a CA directory)."""
+    if context.verify_mode == ssl.CERT_NONE:
+        return False
+    cas = context.get_ca_certs(binary_form=True)
+    if not cas:
+        return True
+    with tempfile.NamedTemporaryFile("w", prefix="ocitransport-ca-", suffix=".pem", delete=False) as f:
+        f.write("".join(ssl.DER_cert_to_PEM_cert(der) for der in cas))
+    atexit.register(_unlink, f.name)
+    return f.name
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _out_of_range_port(request: httpx.Request) -> BaseException | None:
+    """httpcore dials whatever port the URL has and fails to connect; libcurl refuses the URL. Both
+    transports raise ``ConnectError`` for a port beyond 65535, as stock's does."""
+    port = request.url.port
+    if port is None or port <= 65535:
+        return None
+    return httpx.ConnectError(f"{request.method} {redact_url(str(request.url))}: port {port} is out of "
+                              "range (0-65535)", request=request)
+
+
+def _trace_events(request: httpx.Request, resp: Response) -> list[tuple[str, dict[str, Any]]]:
+    """httpcore's trace events for one exchange (see the module docstring), in order."""
+    import httpcore
+
+    version = resp.http_version.encode("ascii")
+    http2 = version.startswith(b"HTTP/2")
+    prefix = "http2" if http2 else "http11"
+    core = httpcore.Request(request.method, str(request.url), headers=request.headers.raw,
+                            extensions=request.extensions)
+    info: dict[str, Any] = {"request": core}
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()]
+    received: Any = ((resp.status, headers) if http2 else
+                     (version, resp.status, resp.reason.encode("latin-1"), headers))
+    events: list[tuple[str, dict[str, Any]]] = []
+    for step in ("send_request_headers", "send_request_body"):
+        events += [(f"{prefix}.{step}.started", info), (f"{prefix}.{step}.complete", {**info, "return_value": None})]
+    events += [(f"{prefix}.receive_response_headers.started", info),
+               (f"{prefix}.receive_response_headers.complete", {**info, "return_value": received})]
+    return events
+
+
+def _trace(request: httpx.Request, resp: Response) -> None:
+    trace = request.extensions.get("trace")
+    if trace is not None:
+        for name, info in _trace_events(request, resp):
+            trace(name, info)
+
+
+async def _atrace(request: httpx.Request, resp: Response) -> None:
+    trace = request.extensions.get("trace")
+    if trace is not None:
+        for name, info in _trace_events(request, resp):
+            await trace(name, info)
 
 
 class _SyncStream(httpx.SyncByteStream):
@@ -171,6 +245,47 @@ class _AsyncStream(httpx.AsyncByteStream):
         self._response = _CLOSED
 
 
+async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on a worker thread of the running (non-asyncio) event loop: trio's own threads
+    under trio (whatever anyio version is installed), anyio's otherwise."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return await trio.to_thread.run_sync(fn, *args)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+class _ThreadStream(httpx.AsyncByteStream):
+    """A response body read on anyio worker threads (``AsyncHTTPXTransport`` off asyncio)."""
+
+    def __init__(self, response: Response, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._response.iter_bytes()
+        try:
+            while True:
+                chunk = await _in_worker(next, chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_httpx(exc, self._request) from exc
+            raise
+
+    async def aclose(self) -> None:
+        self._response.close()
+        self._response = _CLOSED
+
+
 _CLOSED = Response(0)  # what a closed stream wrapper holds instead of the engine's response
 
 
@@ -183,7 +298,8 @@ class _Options:
                kind: type[Client | AsyncClient]) -> None:
         self._own = client is None
         if client is None:
-            _check_options(verify)
+            if isinstance(verify, ssl.SSLContext):
+                verify = _verify_from_context(verify)
             if not isinstance(verify, bool):
                 verify = os.fspath(verify)  # the engine takes str paths only
             if cert is not None:
@@ -218,6 +334,9 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
                     client_options, Client)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        bad_port = _out_of_range_port(request)
+        if bad_port is not None:
+            raise bad_port
         try:
             body: Any = _fixed_body(request)
         except httpx.RequestNotRead:
@@ -233,6 +352,7 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
             if is_mapped(exc):
                 raise to_httpx(exc, request) from exc
             raise
+        _trace(request, resp)
         if body is not None:
             return _response(resp, httpx.ByteStream(body))
         return _response(resp, _SyncStream(resp, request))
@@ -247,7 +367,7 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
 
     Same arguments as :class:`HTTPXTransport`; ``client=`` may be a ``Client`` or an ``AsyncClient``
     (both have the awaitable face). Transfers run on the engine's thread; the caller's event loop is
-    never blocked. asyncio only (not trio).
+    never blocked. Under trio (no asyncio loop running) each transfer waits in an anyio worker thread.
     """
 
     def __init__(self, *, client: Client | AsyncClient | None = None, verify: bool | str = True,
@@ -259,6 +379,13 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
                     client_options, AsyncClient)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        bad_port = _out_of_range_port(request)
+        if bad_port is not None:
+            raise bad_port
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: trio, through anyio
+            return await self._in_thread(request)
         try:
             body: Any = _fixed_body(request)
         except httpx.RequestNotRead:
@@ -274,9 +401,37 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
             if is_mapped(exc):
                 raise to_httpx(exc, request) from exc
             raise
+        await _atrace(request, resp)
         if body is not None:
             return _response(resp, httpx.ByteStream(body))
         return _response(resp, _AsyncStream(resp, request))
+
+    async def _in_thread(self, request: httpx.Request) -> httpx.Response:
+        """The exchange on a worker thread (anyio's, so any backend it runs on): the sync face of the
+        same client. A streamed request body is read first (it is an async iterator of this loop)."""
+        try:
+            body: Any = _fixed_body(request)
+        except httpx.RequestNotRead:
+            body = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
+
+        def send() -> tuple[Response, bytes | None]:
+            ours = _ours(request, body)
+            rt: RoundTripper = self.client
+            if self.router is not None:
+                rt = self.router.route(self.client, ours)
+            resp = rt.round_trip(ours)
+            return resp, _arrived(resp)
+
+        try:
+            resp, arrived = await _in_worker(send)
+        except Exception as exc:
+            if is_mapped(exc):
+                raise to_httpx(exc, request) from exc
+            raise
+        await _atrace(request, resp)
+        if arrived is not None:
+            return _response(resp, httpx.ByteStream(arrived))
+        return _response(resp, _ThreadStream(resp, request))
 
     async def aclose(self) -> None:
         """Close the client this transport created (a shared one stays open). Idempotent."""
