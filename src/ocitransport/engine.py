@@ -1597,6 +1597,7 @@ class Engine(RoundTripper):
         except BaseException as exc:  # noqa: BLE001 - a malformed head fails this request only
             error = _local_error(t, exc)
         ext = t.request.extensions
+        timing: dict[str, float | int] | None = None
         if ext and ext.get("timing"):
             timing = _timing(curl)
             if result is not None:
@@ -1605,11 +1606,12 @@ class Engine(RoundTripper):
                 t.result.extensions["timing"] = timing
         self._release(h, t)
         if t.mode == _STREAM:
-            self._complete_stream(t, error)
+            self._complete_stream(t, error, timing)
         else:
             self._finish(t, result, error)
 
-    def _complete_stream(self, t: _Transfer, error: BaseException | None) -> None:
+    def _complete_stream(self, t: _Transfer, error: BaseException | None,
+                         timing: dict[str, float | int] | None = None) -> None:
         stream = t.stream
         assert stream is not None
         # ``t.result`` set but not ``t.ready``: the head went out and a redirect flow took the
@@ -1622,7 +1624,7 @@ class Engine(RoundTripper):
                 # The head arrived complete: the caller gets the response, the body error comes
                 # with the body (also when both landed in the same engine turn).
                 try:
-                    self._deliver_head(t)
+                    self._deliver_head(t, timing)
                 except BaseException as exc:  # noqa: BLE001
                     error = _local_error(t, exc)
                     stream._finish(error)
@@ -1705,11 +1707,17 @@ class Engine(RoundTripper):
                 except BaseException as exc:  # noqa: BLE001
                     self._do_cancel(t, _local_error(t, exc))
 
-    def _deliver_head(self, t: _Transfer) -> None:
+    def _deliver_head(self, t: _Transfer, timing: dict[str, float | int] | None = None) -> None:
         assert t.lines is not None and t.stream is not None
         response = self._response(t, t.lines, [])
         response._content = None
         response._stream = t.stream
+        ext = t.request.extensions
+        if timing is not None:  # the transfer completed with its head
+            response.extensions["timing"] = timing
+        elif ext and ext.get("timing") and t.handle is not None:
+            # What is known with the head (the connection: new or reused); completed at the end.
+            response.extensions["timing"] = _timing(t.handle.curl)
         self._finish(t, response, None)
 
     def _finish(self, t: _Transfer, result: Response | None, error: BaseException | None) -> None:

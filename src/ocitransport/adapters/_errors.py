@@ -105,7 +105,11 @@ def to_requests(exc: BaseException, request: Any, via_proxy: bool = False) -> Ba
     else:
         name = row[1]
     kind: type[rex.RequestException] = getattr(rex, name)
-    new = kind(f"{READ_TIMED_OUT} ({exc})" if name == "ReadTimeout" else exc, request=request)
+    if name == "ReadTimeout":
+        # As stock: the first argument is urllib3's ReadTimeoutError ("... Read timed out. ...").
+        new = kind(to_urllib3(exc, getattr(request, "url", None)), request=request)
+    else:
+        new = kind(exc, request=request)
     new.__cause__ = exc
     return new
 

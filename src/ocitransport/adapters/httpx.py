@@ -15,8 +15,9 @@ explicit transport). ``verify=True`` trusts the system CA store.
 
 The ``trace`` request extension is called with httpcore's event names for the request and response
 heads (``http11.`` or ``http2.`` ``send_request_headers``, ``send_request_body``,
-``receive_response_headers``, ``response_closed``), once the head is in; there are no
-``connection.*`` events (libcurl owns the connections). ``AsyncHTTPXTransport`` runs on asyncio; under
+``receive_response_headers``), once the head is in, after ``connection.connect_tcp`` ones when the
+exchange opened a connection and its body arrived with the head (libcurl owns the connections; no
+``start_tls`` events). ``AsyncHTTPXTransport`` runs on asyncio; under
 trio (anyio's trio backend) each transfer and body read waits in a worker thread.
 
 Response bodies stream (httpx reads them for non-streaming calls), with back-pressure; a small body that
@@ -114,8 +115,10 @@ ARRIVED_BODY_MAX = 64 << 10
 
 def _ours(request: httpx.Request, body: Any) -> Request:
     """Our request for httpx's (both faces): streamed, so httpx reads and decodes the body itself."""
+    # A traced request asks for libcurl's timings: they say whether a new connection was opened.
+    extensions = {"timing": True} if "trace" in request.extensions else None
     return Request(request.method, str(request.url), _headers(request), body,
-                   timeout=map_timeout(request.extensions), stream=True)
+                   timeout=map_timeout(request.extensions), stream=True, extensions=extensions)
 
 
 def _arrived(resp: Response) -> bytes | None:
@@ -159,9 +162,17 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _out_of_range_port(request: httpx.Request) -> BaseException | None:
-    """httpcore dials whatever port the URL has and fails to connect; libcurl refuses the URL. Both
-    transports raise ``ConnectError`` for a port beyond 65535, as stock's does."""
+def _refused_url(request: httpx.Request) -> BaseException | None:
+    """What httpcore refuses before connecting, with its words: a scheme other than http(s)
+    (``UnsupportedProtocol``); and a port beyond 65535, which httpcore dials and fails to connect to
+    while libcurl refuses the URL: ``ConnectError`` on both transports, as stock."""
+    scheme = request.url.scheme
+    if scheme == "":
+        return httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol.",
+                                         request=request)
+    if scheme not in ("http", "https"):
+        return httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{scheme}://'.",
+                                         request=request)
     port = request.url.port
     if port is None or port <= 65535:
         return None
@@ -183,11 +194,31 @@ def _trace_events(request: httpx.Request, resp: Response) -> list[tuple[str, dic
     received: Any = ((resp.status, headers) if http2 else
                      (version, resp.status, resp.reason.encode("latin-1"), headers))
     events: list[tuple[str, dict[str, Any]]] = []
+    timing = resp.extensions.get("timing")
+    if timing and timing.get("new_connections"):
+        # Known once the transfer is over (a body that arrived with its head): a stream still
+        # running has no connection events.
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        connect = {"host": url.host, "port": port, "local_address": None, "timeout": None,
+                   "socket_options": None}
+        events += [("connection.connect_tcp.started", connect),
+                   ("connection.connect_tcp.complete", {**connect, "return_value": _TraceStream(url.host, port)})]
     for step in ("send_request_headers", "send_request_body"):
         events += [(f"{prefix}.{step}.started", info), (f"{prefix}.{step}.complete", {**info, "return_value": None})]
     events += [(f"{prefix}.receive_response_headers.started", info),
                (f"{prefix}.receive_response_headers.complete", {**info, "return_value": received})]
     return events
+
+
+class _TraceStream:
+    """What a ``connection.connect_tcp.complete`` event's ``return_value`` offers (``get_extra_info``)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._addr = (host, port)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._addr if info == "server_addr" else None
 
 
 def _trace(request: httpx.Request, resp: Response) -> None:
@@ -334,7 +365,7 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
                     client_options, Client)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        bad_port = _out_of_range_port(request)
+        bad_port = _refused_url(request)
         if bad_port is not None:
             raise bad_port
         try:
@@ -379,7 +410,7 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
                     client_options, AsyncClient)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        bad_port = _out_of_range_port(request)
+        bad_port = _refused_url(request)
         if bad_port is not None:
             raise bad_port
         try:

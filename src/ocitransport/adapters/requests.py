@@ -287,6 +287,21 @@ def _case_insensitive(items: list[tuple[str, str]]) -> CaseInsensitiveDict[str]:
     return _translate(items)[0]
 
 
+def _check_tls_files(url: str, verify: Any, cert: Any) -> None:
+    """Stock's ``HTTPAdapter.cert_verify`` checks, with its messages: a CA path or client certificate
+    file that does not exist is an ``OSError`` before any connection (for https URLs)."""
+    if not url.lower().startswith("https"):
+        return
+    if verify and not isinstance(verify, bool) and not os.path.exists(verify):
+        raise OSError(f"Could not find a suitable TLS CA certificate bundle, invalid path: {verify}")
+    if cert:
+        cert_file, key_file = (cert[0], cert[1]) if isinstance(cert, (list, tuple)) else (cert, None)
+        if cert_file and not os.path.exists(cert_file):
+            raise OSError(f"Could not find the TLS certificate file, invalid path: {cert_file}")
+        if key_file and not os.path.exists(key_file):
+            raise OSError(f"Could not find the TLS key file, invalid path: {key_file}")
+
+
 class RequestsAdapter(BaseAdapter):
     """A ``requests`` adapter that sends every request through one ocitransport ``Client``.
 
@@ -357,6 +372,7 @@ class RequestsAdapter(BaseAdapter):
             if not parse_url(proxy).host:
                 raise requests.exceptions.InvalidProxyURL(
                     "Please check proxy URL. It is malformed and could be missing the host.")
+        _check_tls_files(url, verify, cert)
         try:
             client = self.client_for(verify, cert, proxy)
             ours = Request(request.method or "GET", url, _headers(request.headers), _body(request.body),
