@@ -27,6 +27,13 @@ for spec in "requests==$REQUESTS_VERSION" "httpx==$HTTPX_VERSION" "oras==$ORAS_V
   fi
 done
 
+# pytest-httpbin (requests' test server) goes into $WORK/site, not site-packages, where its plugin would
+# load into every pytest run (httpbin itself is in requirements/test.txt).
+SITE=$WORK/site
+if [ ! -d "$SITE/pytest_httpbin" ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$SITE" "pytest-httpbin==2.1.0"
+fi
+
 BLOCKED=$WORK/blocked.txt
 : >"$BLOCKED"
 status=0
@@ -60,8 +67,8 @@ REQUESTS_ARGS=(
 )
 echo "requests $REQUESTS_VERSION"
 # The two runs share nothing (random ports): side by side on two cores.
-run requests stock "$R" "$R/src" "${REQUESTS_ARGS[@]}" &
-run requests ours "$R" "$R/src" "${REQUESTS_ARGS[@]}"
+run requests stock "$R" "$R/src:$SITE" -p pytest_httpbin.plugin "${REQUESTS_ARGS[@]}" &
+run requests ours "$R" "$R/src:$SITE" -p pytest_httpbin.plugin "${REQUESTS_ARGS[@]}"
 wait
 compare requests
 

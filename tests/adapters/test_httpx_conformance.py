@@ -287,6 +287,15 @@ def test_trace_extension_is_called(make_httpx: Make, fault_server) -> None:
     version, status, _reason, headers = dict(events)["http11.receive_response_headers.complete"]["return_value"]
     assert (version, status) == (b"HTTP/1.1", 200)
     assert (b"Content-Length", b"5") in [(k.title(), v) for k, v in headers]
+    # A new connection: httpcore's connect events come first (what `httpx -v` prints).
+    assert names[:2] == ["connection.connect_tcp.started", "connection.connect_tcp.complete"]
+    stream = dict(events)["connection.connect_tcp.complete"]["return_value"]
+    assert stream.get_extra_info("server_addr") == ("127.0.0.1", int(fault_server.url.rsplit(":", 1)[1]))
+
+
+def test_unsupported_protocol_words(make_httpx: Make) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol, match="Request URL has an unsupported protocol 'ftp://'."):
+        make_httpx().get("ftp://127.0.0.1/x")
 
 
 def test_out_of_range_port_is_connect_error(make_httpx: Make) -> None:

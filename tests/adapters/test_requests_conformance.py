@@ -315,5 +315,18 @@ def test_timeout_values_are_validated(session: requests.Session, fault_server, t
 
 
 def test_read_timeout_message(session: requests.Session, fault_server) -> None:
-    with pytest.raises(requests.exceptions.ReadTimeout, match="Read timed out"):
+    with pytest.raises(requests.exceptions.ReadTimeout, match="Read timed out") as info:
         session.get(fault_server.url_for("/delay?seconds=3"), timeout=(3, 1))
+    assert "Read timed out" in info.value.args[0].args[0]  # urllib3's ReadTimeoutError, as stock
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"verify": "/garbage"}, "Could not find a suitable TLS CA certificate bundle, invalid path: /garbage"),
+    ({"cert": "/garbage"}, "Could not find the TLS certificate file, invalid path: /garbage"),
+    ({"cert": (".", "/garbage")}, "Could not find the TLS key file, invalid path: /garbage"),
+])
+def test_missing_tls_files_are_os_errors(session: requests.Session, tls_registry, kwargs: dict,
+                                         message: str) -> None:
+    with pytest.raises(OSError) as info:
+        session.get(f"{tls_registry.url}/v2/", **kwargs)
+    assert str(info.value) == message
