@@ -40,6 +40,10 @@ def excuse(suite: str, test: str) -> str | None:
 
 def main(argv: list[str]) -> int:
     suite, stock_xml, ours_xml = argv
+    missing = [p for p in (stock_xml, ours_xml) if not Path(p).is_file()]
+    if missing:
+        print(f"{suite}: no results in {', '.join(missing)} (see the .log next to it)")
+        return 1
     stock, ours = outcomes(stock_xml), outcomes(ours_xml)
     if not stock or not ours:
         print(f"{suite}: a run collected no tests (stock {len(stock)}, ours {len(ours)})")
