@@ -27,11 +27,21 @@ for spec in "requests==$REQUESTS_VERSION" "httpx==$HTTPX_VERSION" "oras==$ORAS_V
   fi
 done
 
-# pytest-httpbin (requests' test server) goes into $WORK/site, not site-packages, where its plugin would
-# load into every pytest run (httpbin itself is in requirements/test.txt).
-SITE=$WORK/site
-if [ ! -d "$SITE/pytest_httpbin" ]; then
-  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$SITE" "pytest-httpbin==2.1.0"
+# Test dependencies that would change every other pytest run, or requests and httpx themselves, go into
+# directories of their own instead of site-packages: pytest-httpbin (its plugin loads into every pytest
+# run) and httpbin (it pulls in brotlicffi, which adds "br" to requests' Accept-Encoding) for requests'
+# suite; chardet (requests would prefer it to charset_normalizer), zstandard and brotli (add "zstd", "br")
+# for httpx's.
+# uvicorn, trio and pytest-mock are in requirements/test.txt.
+SITE_REQUESTS=$WORK/site-requests
+SITE_HTTPX=$WORK/site-httpx
+if [ ! -d "$SITE_REQUESTS/pytest_httpbin" ]; then
+  python3 -m pip install -q --disable-pip-version-check --target "$SITE_REQUESTS" \
+    "pytest-httpbin==2.1.0" "httpbin==0.10.4"
+fi
+if [ ! -d "$SITE_HTTPX/chardet" ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$SITE_HTTPX" \
+    "chardet==5.2.0" "zstandard==0.25.0" "brotli==1.2.1"
 fi
 
 BLOCKED=$WORK/blocked.txt
@@ -67,9 +77,9 @@ REQUESTS_ARGS=(
 )
 echo "requests $REQUESTS_VERSION"
 # The two runs share nothing (random ports): side by side on two cores.
-# (pytest-httpbin's plugin loads by its entry point, found in $SITE.)
-run requests stock "$R" "$R/src:$SITE" "${REQUESTS_ARGS[@]}" &
-run requests ours "$R" "$R/src:$SITE" "${REQUESTS_ARGS[@]}"
+# (pytest-httpbin's plugin loads by its entry point, found in $SITE_REQUESTS.)
+run requests stock "$R" "$R/src:$SITE_REQUESTS" "${REQUESTS_ARGS[@]}" &
+run requests ours "$R" "$R/src:$SITE_REQUESTS" "${REQUESTS_ARGS[@]}"
 wait
 compare requests
 
@@ -77,8 +87,8 @@ compare requests
 # tests httpx marks "network" (10.255.255.1, example.com through a proxy).
 H=$WORK/httpx-$HTTPX_VERSION
 echo "httpx $HTTPX_VERSION"
-run httpx stock "$H" "$H" -m "not network" tests
-run httpx ours "$H" "$H" -m "not network" tests
+run httpx stock "$H" "$H:$SITE_HTTPX" -m "not network" tests
+run httpx ours "$H" "$H:$SITE_HTTPX" -m "not network" tests
 compare httpx
 
 # --- oras-py against our docker-registry fixtures: open (plain HTTP), then Basic auth over TLS (its
