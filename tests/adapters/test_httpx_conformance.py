@@ -323,3 +323,66 @@ def test_async_under_trio(kind: str, fault_server) -> None:
                     await client.get(fault_server.url_for("/truncate?length=1000&send=10"))
 
     trio.run(main)
+
+
+class _DeafServer:
+    """Accepts, reads the request head, then reads nothing more for ``seconds`` and closes: an upload to
+    it stops once the socket buffers are full."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(5)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/upload"
+        self.seconds = seconds
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                more = conn.recv(4096)
+                if not more:
+                    return
+                data += more
+            time.sleep(self.seconds)
+
+    def stop(self) -> None:
+        self.thread.join(self.seconds + 6)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_write_timeout_with_a_longer_read_timeout(kind: str, face: str) -> None:
+    """``Timeout(9, write=0.5)``: an upload the server does not read fails after about 0.5 s of no
+    progress, not after the read timeout."""
+    from ocitransport.adapters.httpx import AsyncHTTPXTransport, HTTPXTransport
+
+    server = _DeafServer(seconds=3)
+    data = b"*" * (64 << 20)
+    timeout = httpx.Timeout(9, write=0.5)
+    start = time.monotonic()
+    try:
+        if face == "sync":
+            with httpx.Client(transport=HTTPXTransport() if kind == "ours" else httpx.HTTPTransport()) as c:
+                with pytest.raises(httpx.WriteTimeout):
+                    c.put(server.url, content=data, timeout=timeout)
+        else:
+            async def main() -> None:
+                transport = AsyncHTTPXTransport() if kind == "ours" else httpx.AsyncHTTPTransport()
+                async with httpx.AsyncClient(transport=transport) as c:
+                    with pytest.raises(httpx.WriteTimeout):
+                        await c.put(server.url, content=data, timeout=timeout)
+
+            asyncio.run(asyncio.wait_for(main(), 20))
+        assert time.monotonic() - start < 2.5
+    finally:
+        server.stop()

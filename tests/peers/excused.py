@@ -1,7 +1,7 @@
 """Peer tests excused from the "passes stock, fails ours" rule, each with its reason (docs/deviations.md,
 adapters section). Keys: the suite (``oras`` covers ``oras-open`` and ``oras-basic-tls``), then an
 ``fnmatch`` pattern over ``classname::name`` as pytest's junit XML writes it. Tests that read stock
-internals; and, marked, the documented deviations and the known gap whose tests depend on them."""
+internals; and the two documented deviations whose tests depend on them."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ EXCUSED: dict[str, dict[str, str]] = {
         "tests.test_api::test_httpcore_lazy_loading":
             "asserts that the first request imports httpcore (stock's transport is httpcore; ours is not)",
         "tests.test_timeouts::test_write_timeout[[]*":
-            "KNOWN GAP: the engine has one stall limit per transfer, so httpx's write timeout is not "
-            "honoured on its own (the read timeout, or the write one when read is None, applies to "
-            "both); this test also races the server's early answer, which libcurl takes as the end of "
-            "the upload (docs/deviations.md)",
+            "the server answers without reading the 100 MB body: libcurl reads the answer while sending "
+            "and the transport returns it, where httpcore sends the whole body first and times out "
+            "(docs/deviations.md); a write timeout itself is honoured "
+            "(tests/adapters/test_httpx_conformance.py::test_write_timeout_with_a_longer_read_timeout)",
         "tests.test_timeouts::test_pool_timeout[[]*":
             "a connection slot is the transfer's, freed once the body has arrived, not when the response "
             "is closed: the held stream's tiny body frees its slot first (docs/deviations.md)",

@@ -6,7 +6,9 @@
 httpx keeps what it does: redirects, cookies, auth, content decoding (the body is handed over as
 received, so gzip is decoded once, by httpx). The transport maps ``request.extensions["timeout"]``:
 ``connect`` to the connect timeout, ``read`` (or ``write`` when ``read`` is None) to the engine's stall
-limit (whole seconds in libcurl: 0.5 acts as 1), ``pool`` to the wait for a connection slot. TLS and
+limit (whole seconds in libcurl: 0.5 acts as 1), ``pool`` to the wait for a connection slot. A ``write``
+limit shorter than that is watched by the transport itself: an upload that takes no bytes for that long
+is a ``WriteTimeout`` (checked every ``WRITE_CHECK`` seconds). TLS and
 proxy are fixed per transport, as for ``httpx.HTTPTransport``: ``verify`` (bool, CA file/dir path, or an
 ``ssl.SSLContext``: its CA certificates and ``verify_mode`` are used; libcurl cannot take the context
 itself, so a client certificate loaded into it is not seen: pass ``cert=`` as well), ``cert`` (path or
@@ -29,11 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import functools
+import io
 import os
 import ssl
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +72,101 @@ def map_timeout(extensions: dict[str, Any]) -> Timeout:
         return _timeout(None, None, None)
     read = t.get("read")
     return _timeout(t.get("connect"), read if read is not None else t.get("write"), t.get("pool"))
+
+
+#: How often a request whose write timeout is shorter than its stall limit checks its upload (seconds).
+WRITE_CHECK = 0.05
+
+
+class _UploadClock:
+    """When the engine last took request-body bytes, and whether it has taken them all: httpx's write
+    timeout is how long the upload may make no progress (a send that would block, for httpcore)."""
+
+    __slots__ = ("busy", "done", "last")
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.done = False
+        self.busy = False  # the caller's body source is producing its next chunk: not a stalled send
+
+    def stalled(self, limit: float) -> bool:
+        return not self.done and not self.busy and time.monotonic() - self.last >= limit
+
+
+class _ClockedBytes(io.BytesIO):
+    """A bytes body (seekable, so it is re-sent as bytes would be) that moves its clock when read."""
+
+    def __init__(self, data: bytes, clock: _UploadClock) -> None:
+        super().__init__(data)
+        self._clock = clock
+        self._size = len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self._clock.last = time.monotonic()
+        self._clock.done = self.tell() >= self._size
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._clock.done = False
+        return super().seek(offset, whence)
+
+
+def _clocked_iter(chunks: Iterator[bytes], clock: _UploadClock) -> Iterator[bytes]:
+    source = iter(chunks)
+    while True:
+        clock.busy = True
+        try:
+            chunk = next(source)
+        except StopIteration:
+            clock.done = True
+            return
+        finally:
+            clock.busy = False
+        clock.last = time.monotonic()
+        yield chunk
+        clock.last = time.monotonic()  # the engine asks for more: what it had went out
+
+
+async def _clocked_aiter(chunks: AsyncIterator[bytes], clock: _UploadClock) -> AsyncIterator[bytes]:
+    source = chunks.__aiter__()
+    while True:
+        clock.busy = True
+        try:
+            chunk = await source.__anext__()
+        except StopAsyncIteration:
+            clock.done = True
+            return
+        finally:
+            clock.busy = False
+        clock.last = time.monotonic()
+        yield chunk
+        clock.last = time.monotonic()
+
+
+def _write_limit(request: httpx.Request, body: Any) -> float | None:
+    """httpx's write timeout when it needs watching: a body to send, and a limit shorter than the
+    engine's stall limit for this request (the read timeout), which would otherwise apply to it."""
+    if body is None:
+        return None
+    t = request.extensions.get("timeout") or {}
+    write, read = t.get("write"), t.get("read")
+    if write is None or (read is not None and read <= write):
+        return None
+    return float(write)
+
+
+def _clocked(body: Any, clock: _UploadClock) -> Any:
+    if isinstance(body, bytes):
+        return _ClockedBytes(body, clock)
+    if hasattr(body, "__aiter__"):
+        return _clocked_aiter(body, clock)
+    return _clocked_iter(body, clock)
+
+
+def _write_timeout(request: httpx.Request, limit: float) -> httpx.WriteTimeout:
+    return httpx.WriteTimeout(f"{request.method} {redact_url(str(request.url))}: no request body bytes "
+                              f"sent for {limit:g} s (write timeout)", request=request)
 
 
 def _headers(request: httpx.Request) -> Headers:
@@ -372,12 +472,17 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
             body: Any = _fixed_body(request)
         except httpx.RequestNotRead:
             body = iter(request.stream)  # type: ignore[arg-type]
+        client = self.client
+        write = _write_limit(request, body) if self.router is None and isinstance(client, Client) else None
         try:
-            ours = _ours(request, body)
-            rt: RoundTripper = self.client
-            if self.router is not None:
-                rt = self.router.route(self.client, ours)
-            resp = rt.round_trip(ours)
+            if write is not None and isinstance(client, Client):
+                resp = self._watched(client, request, body, write)
+            else:
+                ours = _ours(request, body)
+                rt: RoundTripper = self.client
+                if self.router is not None:
+                    rt = self.router.route(self.client, ours)
+                resp = rt.round_trip(ours)
             body = _arrived(resp)
         except Exception as exc:
             if is_mapped(exc):
@@ -387,6 +492,21 @@ class HTTPXTransport(_Options, httpx.BaseTransport):
         if body is not None:
             return _response(resp, httpx.ByteStream(body))
         return _response(resp, _SyncStream(resp, request))
+
+    @staticmethod
+    def _watched(client: Client, request: httpx.Request, body: Any, limit: float) -> Response:
+        """The exchange with httpx's write timeout watched apart from the read one (the engine has one
+        stall limit per transfer): the upload may make no progress for ``limit`` seconds."""
+        clock = _UploadClock()
+        future = client.submit(_ours(request, _clocked(body, clock)))
+        while True:
+            try:
+                response: Response = future.result(timeout=min(WRITE_CHECK, limit))
+                return response
+            except concurrent.futures.TimeoutError:
+                if clock.stalled(limit):
+                    future.cancel()
+                    raise _write_timeout(request, limit) from None
 
     def close(self) -> None:
         """Close the client this transport created (a shared one stays open). Idempotent."""
@@ -421,12 +541,16 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
             body: Any = _fixed_body(request)
         except httpx.RequestNotRead:
             body = _aiter(request.stream)  # type: ignore[arg-type]
+        write = _write_limit(request, body) if self.router is None else None
         try:
-            ours = _ours(request, body)
-            rt: RoundTripper = self.client
-            if self.router is not None:
-                rt = await self.router.route_async(self.client, ours)
-            resp = await rt.round_trip_async(ours)
+            if write is not None:
+                resp = await self._watched(request, body, write)
+            else:
+                ours = _ours(request, body)
+                rt: RoundTripper = self.client
+                if self.router is not None:
+                    rt = await self.router.route_async(self.client, ours)
+                resp = await rt.round_trip_async(ours)
             body = _arrived(resp)
         except Exception as exc:
             if is_mapped(exc):
@@ -436,6 +560,22 @@ class AsyncHTTPXTransport(_Options, httpx.AsyncBaseTransport):
         if body is not None:
             return _response(resp, httpx.ByteStream(body))
         return _response(resp, _AsyncStream(resp, request))
+
+    async def _watched(self, request: httpx.Request, body: Any, limit: float) -> Response:
+        """``HTTPXTransport._watched`` on the event loop (a cancelled wait cancels the transfer)."""
+        clock = _UploadClock()
+        task = asyncio.ensure_future(self.client.round_trip_async(_ours(request, _clocked(body, clock))))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=min(WRITE_CHECK, limit))
+                if done:
+                    return task.result()
+                if clock.stalled(limit):
+                    raise _write_timeout(request, limit)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _in_thread(self, request: httpx.Request) -> httpx.Response:
         """The exchange on a worker thread (anyio's, so any backend it runs on): the sync face of the
