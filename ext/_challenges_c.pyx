@@ -2,8 +2,9 @@
 """Compiled twin: ``WWW-Authenticate`` challenge parsing (RFC 7235).
 
 The same scanner as ``ocitransport._challenges_py`` (whose docstring states the grammar and the
-tolerances), written as typed loops over the code points of the header value. The two twins must agree
-on every input, errors included (``tests/test_challenges_twins.py``).
+tolerances, and each deliberate difference from go-containerregistry internal/authchallenge, listed with
+its reason in docs/deviations.md), written as typed loops over the code points of the header value. The
+two twins must agree on every input, errors included (``tests/test_challenges_twins.py``).
 """
 
 from cpython.list cimport PyList_Append

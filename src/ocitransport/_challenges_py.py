@@ -11,14 +11,27 @@ The scanner, one header value at a time:
   (``BWS "=" BWS``, RFC 7235 section 2.1). Any other token that is followed by whitespace, a comma or
   the end starts a new challenge; directly after a scheme and its whitespace comes either a token68
   (stored in ``Challenge.token68``) or the first auth-param.
-* A value is a quoted-string (``\\x`` -> ``x``) or a token. As upstream (``authchallenge``): an empty
-  value drops the parameter, an unterminated quoted-string drops it too, and an unquoted value ends at
-  its first non-token character (``realm=https://x`` keeps ``https``).
+* A value is a quoted-string (``\\x`` -> ``x``) or a token. An empty value drops that parameter, an
+  unterminated quoted-string drops it too, and an unquoted value ends at its first non-token character
+  (``realm=https://x`` keeps ``https``).
 * Whatever does not fit is skipped up to the next comma outside a quoted-string; what parsed so far is
   kept. Nothing but a wrong input type ever raises.
 
-Upstream differs in two places on purpose: it reads one challenge per header value, and it stops at a
-space before ``=``.
+Upstream (go-containerregistry internal/authchallenge, ``parseValueAndParams``) reads one challenge per
+header value and stops at the first element it cannot read, keeping what came before. Where the two
+differ, on purpose (docs/deviations.md, "challenges", lists each with its reason):
+
+1. several challenges in one header value (``Bearer realm=x, Basic realm=y``): upstream keeps the first;
+2. recovery: after a malformed element the scan goes on at the next comma; upstream stops;
+3. a space before ``=`` (``realm = "x"``) is accepted (RFC 7235 ``BWS``); upstream stops there;
+4. an empty value (``realm=""``) drops that parameter only; upstream stops there;
+5. a bare ``scope=foo`` (no scheme) is no challenge; upstream makes ``scope`` the scheme;
+6. a leading comma or empty elements (``,Bearer realm=x``) are skipped; upstream finds no challenge;
+7. a comma after the scheme (``Bearer, realm=x``) still gives the scheme its parameters; upstream gives
+   none; and ``token68`` (``Basic abc==``) is kept, where upstream drops it.
+
+Whitespace (SP, HT, CR, LF), lower-cased schemes and parameter names, and the last of a repeated
+parameter winning are as upstream.
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ class Registry(_Frozen):
 
         That is when ``insecure`` was given, or the host is ``localhost``, ``*.localhost``, a loopback
         address (127.0.0.0/8, ``::1``) or an RFC 1918 address, with or without a port. This is broader
-        than go-containerregistry, which only accepts ``localhost`` with a port, as the issue asks.
+        than go-containerregistry, which only accepts ``localhost`` with a port (docs/deviations.md).
         """
         return self._insecure or _plain_http_host(self._host)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -44,6 +45,63 @@ def gzip_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class RawReplyServer:
+    """A loopback socket server that answers every connection with fixed bytes, then closes it (FIN):
+    answers no real server sends, such as a head cut off before its blank line. ``url`` is its address."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.settimeout(5)
+                    data = b""
+                    while b"\r\n\r\n" not in data and len(data) < 65536:
+                        more = conn.recv(4096)
+                        if not more:
+                            break
+                        data += more
+                    conn.sendall(self.reply)
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+#: A head cut by the close before its blank line (a server that died mid-head).
+CUT_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n"
+
+
+@pytest.fixture
+def raw_reply() -> Iterator[Callable[[bytes], RawReplyServer]]:
+    """Start :class:`RawReplyServer`s answering the given bytes; all stopped after the test."""
+    made: list[RawReplyServer] = []
+
+    def make(reply: bytes) -> RawReplyServer:
+        made.append(RawReplyServer(reply))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
 
 
 @pytest.fixture(params=["stock", "ours"])

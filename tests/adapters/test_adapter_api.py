@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import ssl
 
 import httpx
 import pytest
@@ -17,11 +16,11 @@ from tests.servers.faults import pattern
 
 
 def test_requests_timeout_mapping() -> None:
-    assert arequests.map_timeout(None) == Timeout(connect=None, total=None, stall=None, pool=None)
-    assert arequests.map_timeout(2.5) == Timeout(connect=2.5, total=None, stall=2.5, pool=None)
-    assert arequests.map_timeout((1, 7)) == Timeout(connect=1, total=None, stall=7, pool=None)
+    assert arequests.map_timeout(None) == Timeout(connect=None, total=None, stall=None, pool=None, min_rate=None)
+    assert arequests.map_timeout(2.5) == Timeout(connect=2.5, total=None, stall=2.5, pool=None, min_rate=None)
+    assert arequests.map_timeout((1, 7)) == Timeout(connect=1, total=None, stall=7, pool=None, min_rate=None)
     assert arequests.map_timeout(urllib3.Timeout(connect=3, read=4)) == Timeout(
-        connect=3, total=None, stall=4, pool=None)
+        connect=3, total=None, stall=4, pool=None, min_rate=None)
     assert arequests.map_timeout((1, 7)) is arequests.map_timeout((1, 7))  # one object per setting
     with pytest.raises(ValueError, match="Invalid timeout"):
         arequests.map_timeout((1, 2, 3))
@@ -29,10 +28,10 @@ def test_requests_timeout_mapping() -> None:
 
 def test_httpx_timeout_mapping() -> None:
     ext = {"timeout": {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}}
-    assert ahttpx.map_timeout(ext) == Timeout(connect=1.0, total=None, stall=2.0, pool=4.0)
+    assert ahttpx.map_timeout(ext) == Timeout(connect=1.0, total=None, stall=2.0, pool=4.0, min_rate=None)
     ext = {"timeout": {"connect": None, "read": None, "write": 3.0, "pool": None}}
     assert ahttpx.map_timeout(ext).stall == 3.0
-    assert ahttpx.map_timeout({}) == Timeout(connect=None, total=None, stall=None, pool=None)
+    assert ahttpx.map_timeout({}) == Timeout(connect=None, total=None, stall=None, pool=None, min_rate=None)
 
 
 def test_shared_client_is_used_and_left_open(fault_server) -> None:
@@ -71,11 +70,14 @@ def test_installed_mounts_everywhere_and_restores(fault_server) -> None:
     assert requests.Session.get_adapter is original
 
 
-def test_not_picklable() -> None:
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        pickle.dumps(arequests.RequestsAdapter())
-
-
-def test_httpx_refuses_ssl_context() -> None:
-    with pytest.raises(TypeError, match="SSLContext"):
-        ahttpx.HTTPXTransport(verify=ssl.create_default_context())
+def test_pickles_its_settings_not_its_clients(fault_server) -> None:
+    """As stock's HTTPAdapter (which pickles its settings and re-creates its pools)."""
+    adapter = arequests.RequestsAdapter(max_connections=3, retry=False)
+    with requests.Session() as s:
+        s.mount("http://", adapter)
+        s.get(fault_server.url_for("/bytes?n=4"))
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert copy._config == {**adapter._config} and copy._clients == {}
+    assert copy.client_for()._engine is not adapter.client_for()._engine
+    copy.close()
+    adapter.close()

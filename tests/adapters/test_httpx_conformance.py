@@ -238,3 +238,151 @@ def test_read_timeout_on_reused_connection(make_httpx: Make, fault_server) -> No
     assert client.get(fault_server.url_for("/bytes?n=10")).status_code == 200  # pools the connection
     with pytest.raises(httpx.ReadTimeout):
         client.get(fault_server.url_for("/stall?after=0&seconds=4"), timeout=httpx.Timeout(1, connect=3))
+
+
+def test_head_cut_by_the_close(make_httpx: Make, raw_reply) -> None:
+    """A connection closed inside the head (no blank line): an error, never an empty 200."""
+    from tests.adapters.conftest import CUT_HEAD
+
+    server = raw_reply(CUT_HEAD)
+    with pytest.raises(httpx.RemoteProtocolError):
+        make_httpx().get(server.url)
+
+
+def _transport(kind: str, **kwargs: object) -> httpx.BaseTransport:
+    from ocitransport.adapters.httpx import HTTPXTransport
+
+    return HTTPXTransport(**kwargs) if kind == "ours" else httpx.HTTPTransport(**kwargs)  # type: ignore[arg-type]
+
+
+def test_verify_takes_an_ssl_context(kind: str, tls_registry) -> None:
+    """httpx 0.28's way to set the CAs: ``verify=ssl.create_default_context(cafile=...)``."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(tls_registry.ca_file))
+    with httpx.Client(transport=_transport(kind, verify=context)) as client:
+        assert client.get(f"{tls_registry.url}/v2/").status_code == 200
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    with httpx.Client(transport=_transport(kind, verify=unverified)) as client:
+        assert client.get(f"{tls_registry.url}/v2/").status_code == 200
+    with httpx.Client(transport=_transport(kind, verify=ssl.create_default_context())) as client:
+        with pytest.raises(httpx.ConnectError):
+            client.get(f"{tls_registry.url}/v2/")
+
+
+def test_trace_extension_is_called(make_httpx: Make, fault_server) -> None:
+    events: list[tuple[str, dict]] = []
+    r = make_httpx().get(fault_server.url_for("/bytes?n=5"),
+                         extensions={"trace": lambda name, info: events.append((name, info))})
+    assert r.status_code == 200
+    names = [name for name, _ in events]
+    for step in ("send_request_headers", "receive_response_headers"):
+        assert f"http11.{step}.started" in names and f"http11.{step}.complete" in names
+    assert names.index("http11.send_request_headers.started") < names.index(
+        "http11.receive_response_headers.complete")
+    started = dict(events)["http11.send_request_headers.started"]["request"]
+    assert started.method == b"GET" and started.url.target == b"/bytes?n=5"
+    version, status, _reason, headers = dict(events)["http11.receive_response_headers.complete"]["return_value"]
+    assert (version, status) == (b"HTTP/1.1", 200)
+    assert (b"Content-Length", b"5") in [(k.title(), v) for k, v in headers]
+    # A new connection: httpcore's connect events come first (what `httpx -v` prints).
+    assert names[:2] == ["connection.connect_tcp.started", "connection.connect_tcp.complete"]
+    stream = dict(events)["connection.connect_tcp.complete"]["return_value"]
+    assert stream.get_extra_info("server_addr") == ("127.0.0.1", int(fault_server.url.rsplit(":", 1)[1]))
+
+
+def test_unsupported_protocol_words(make_httpx: Make) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol, match="Request URL has an unsupported protocol 'ftp://'."):
+        make_httpx().get("ftp://127.0.0.1/x")
+
+
+def test_out_of_range_port_is_connect_error(make_httpx: Make) -> None:
+    with pytest.raises(httpx.ConnectError):
+        make_httpx().get("http://127.0.0.1:70000/")
+
+
+def test_async_under_trio(kind: str, fault_server) -> None:
+    """httpx's AsyncClient on trio (through anyio): requests, streams and errors."""
+    trio = pytest.importorskip("trio")
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            async with _async_client(kind) as client:
+                r = await client.get(fault_server.url_for("/bytes?n=100"))
+                assert r.content == pattern(100)
+                got = b""
+                async with client.stream("GET", fault_server.url_for("/bytes?n=300000&chunked=1")) as r:
+                    async for chunk in r.aiter_bytes():
+                        got += chunk
+                assert got == pattern(300000)
+                r = await client.post(fault_server.url_for("/drain"), content=b"x" * 1000)
+                assert r.json()["length"] == 1000
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get(fault_server.url_for("/truncate?length=1000&send=10"))
+
+    trio.run(main)
+
+
+class _DeafServer:
+    """Accepts, reads the request head, then reads nothing more for ``seconds`` and closes: an upload to
+    it stops once the socket buffers are full."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(5)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/upload"
+        self.seconds = seconds
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                more = conn.recv(4096)
+                if not more:
+                    return
+                data += more
+            time.sleep(self.seconds)
+
+    def stop(self) -> None:
+        self.thread.join(self.seconds + 6)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_write_timeout_with_a_longer_read_timeout(kind: str, face: str) -> None:
+    """``Timeout(9, write=0.5)``: an upload the server does not read fails after about 0.5 s of no
+    progress, not after the read timeout."""
+    from ocitransport.adapters.httpx import AsyncHTTPXTransport, HTTPXTransport
+
+    server = _DeafServer(seconds=3)
+    data = b"*" * (64 << 20)
+    timeout = httpx.Timeout(9, write=0.5)
+    start = time.monotonic()
+    try:
+        if face == "sync":
+            with httpx.Client(transport=HTTPXTransport() if kind == "ours" else httpx.HTTPTransport()) as c:
+                with pytest.raises(httpx.WriteTimeout):
+                    c.put(server.url, content=data, timeout=timeout)
+        else:
+            async def main() -> None:
+                transport = AsyncHTTPXTransport() if kind == "ours" else httpx.AsyncHTTPTransport()
+                async with httpx.AsyncClient(transport=transport) as c:
+                    with pytest.raises(httpx.WriteTimeout):
+                        await c.put(server.url, content=data, timeout=timeout)
+
+            asyncio.run(asyncio.wait_for(main(), 20))
+        assert time.monotonic() - start < 2.5
+    finally:
+        server.stop()

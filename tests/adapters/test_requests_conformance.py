@@ -246,3 +246,87 @@ def test_stall_after_head_on_reused_connection(session: requests.Session, fault_
     with pytest.raises(requests.exceptions.ConnectionError) as info:
         session.get(fault_server.url_for("/stall?after=0&seconds=4"), timeout=(3, 1))
     assert not isinstance(info.value, requests.exceptions.ConnectTimeout)
+
+
+def test_head_cut_by_the_close(session: requests.Session, raw_reply) -> None:
+    """A connection closed inside the head (no blank line): an error, never an empty 200."""
+    from tests.adapters.conftest import CUT_HEAD
+
+    server = raw_reply(CUT_HEAD)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        session.get(server.url)
+
+
+def test_stream_readable_after_the_session_closed(kind: str, fault_server) -> None:
+    """``with Session() as s: r = s.get(u, stream=True)``, then reading ``r`` after the block."""
+    from ocitransport.adapters.requests import RequestsAdapter
+
+    n = 300_000
+    with requests.Session() as s:
+        if kind == "ours":
+            s.mount("http://", RequestsAdapter())
+        r = s.get(fault_server.url_for(f"/bytes?n={n}"), stream=True)
+    assert r.content == pattern(n)
+
+
+def test_raw_read_after_the_body_was_consumed(session: requests.Session, fault_server) -> None:
+    r = session.get(fault_server.url_for("/bytes?n=100"))
+    assert r.content == pattern(100)
+    assert r.raw.read() == b""
+    r = session.get(fault_server.url_for("/bytes?n=100"), stream=True)
+    assert r.content == pattern(100)
+    assert r.raw.read() == b""
+
+
+def test_refused_proxy_is_proxy_error(session: requests.Session, fault_server) -> None:
+    from tests.servers.process import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(requests.exceptions.ProxyError):
+        session.get(fault_server.url_for("/bytes?n=1"), proxies={"http": proxy})
+
+
+@pytest.mark.parametrize("proxy", ["http:///nohost", "http://:8080"])
+def test_malformed_proxy_url(session: requests.Session, fault_server, proxy: str) -> None:
+    with pytest.raises(requests.exceptions.InvalidProxyURL):
+        session.get(fault_server.url_for("/bytes?n=1"), proxies={"http": proxy})
+
+
+def test_session_with_the_adapter_pickles(session: requests.Session, fault_server) -> None:
+    import pickle
+
+    assert session.get(fault_server.url_for("/bytes?n=5")).content == pattern(5)
+    with pickle.loads(pickle.dumps(session)) as copy:
+        assert type(copy.get_adapter("http://x/")) is type(session.get_adapter("http://x/"))
+        assert copy.get(fault_server.url_for("/bytes?n=7")).content == pattern(7)
+
+
+def test_conflicting_content_lengths_are_invalid_header(session: requests.Session, raw_reply) -> None:
+    server = raw_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 20\r\n\r\n0123456789")
+    with pytest.raises(requests.exceptions.InvalidHeader):
+        session.get(server.url)
+
+
+@pytest.mark.parametrize("timeout", ["3", 0, -1, True, (1, "2"), (0, 1)])
+def test_timeout_values_are_validated(session: requests.Session, fault_server, timeout: object) -> None:
+    with pytest.raises(ValueError, match="Timeout|timeout"):
+        session.get(fault_server.url_for("/bytes?n=1"), timeout=timeout)
+    assert session.get(fault_server.url_for("/bytes?n=1"), timeout=(2, 3.5)).status_code == 200
+
+
+def test_read_timeout_message(session: requests.Session, fault_server) -> None:
+    with pytest.raises(requests.exceptions.ReadTimeout, match="Read timed out") as info:
+        session.get(fault_server.url_for("/delay?seconds=3"), timeout=(3, 1))
+    assert "Read timed out" in info.value.args[0].args[0]  # urllib3's ReadTimeoutError, as stock
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"verify": "/garbage"}, "Could not find a suitable TLS CA certificate bundle, invalid path: /garbage"),
+    ({"cert": "/garbage"}, "Could not find the TLS certificate file, invalid path: /garbage"),
+    ({"cert": (".", "/garbage")}, "Could not find the TLS key file, invalid path: /garbage"),
+])
+def test_missing_tls_files_are_os_errors(session: requests.Session, tls_registry, kwargs: dict,
+                                         message: str) -> None:
+    with pytest.raises(OSError) as info:
+        session.get(f"{tls_registry.url}/v2/", **kwargs)
+    assert str(info.value) == message

@@ -76,9 +76,18 @@ def is_mapped(exc: BaseException) -> bool:
 MID_BODY_CURL_CODES = frozenset({18})
 
 
-def to_requests(exc: BaseException, request: Any) -> BaseException:
+#: libcurl's CURLE_WEIRD_SERVER_REPLY, which it also gives for conflicting ``Content-Length`` values.
+WEIRD_SERVER_REPLY = 8
+
+#: The words stock's read timeouts carry (urllib3's ``ReadTimeoutError``), prefixed to ours.
+READ_TIMED_OUT = "Read timed out."
+
+
+def to_requests(exc: BaseException, request: Any, via_proxy: bool = False) -> BaseException:
     """The ``requests.exceptions`` instance for ``exc`` (raised before a response), ``request=`` set.
 
+    ``via_proxy``: the request went through a proxy, so a connection failure is requests'
+    ``ProxyError`` (urllib3 reports every failure to reach or tunnel through a proxy as one).
     Not one of ours: returned unchanged.
     """
     row = _row(exc)
@@ -86,12 +95,21 @@ def to_requests(exc: BaseException, request: Any) -> BaseException:
         return exc
     import requests.exceptions as rex
 
-    if getattr(exc, "curl_code", None) in MID_BODY_CURL_CODES:
+    code = getattr(exc, "curl_code", None)
+    if code in MID_BODY_CURL_CODES:
         name = "ChunkedEncodingError"
+    elif code == WEIRD_SERVER_REPLY and "content-length" in str(exc).lower():
+        name = "InvalidHeader"  # stock: urllib3's InvalidHeader for unmatching Content-Length values
+    elif via_proxy and isinstance(exc, ConnectError) and not isinstance(exc, TLSError):
+        name = "ProxyError"
     else:
         name = row[1]
     kind: type[rex.RequestException] = getattr(rex, name)
-    new = kind(exc, request=request)
+    if name == "ReadTimeout":
+        # As stock: the first argument is urllib3's ReadTimeoutError ("... Read timed out. ...").
+        new = kind(to_urllib3(exc, getattr(request, "url", None)), request=request)
+    else:
+        new = kind(exc, request=request)
     new.__cause__ = exc
     return new
 
@@ -109,7 +127,7 @@ def to_urllib3(exc: BaseException, url: str | None = None) -> BaseException:
 
     name = row[2]
     if name == "ReadTimeoutError":
-        new: BaseException = uex.ReadTimeoutError(None, url, str(exc))  # type: ignore[arg-type]
+        new: BaseException = uex.ReadTimeoutError(None, url, f"{READ_TIMED_OUT} ({exc})")  # type: ignore[arg-type]
     else:
         kind: type[BaseException] = getattr(uex, name)
         new = kind(str(exc), exc)

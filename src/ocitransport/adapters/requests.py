@@ -18,7 +18,8 @@ Registry mode and the ``Authorization`` rule: see ``ocitransport.adapters``. A s
 the requests whose ``verify``/``cert``/proxy are the defaults (``True``/``None``/none); other settings
 get adapter-owned clients (the engine fixes TLS and proxy per client), all closed by ``close()``.
 
-Not picklable: the engine holds curl handles and sockets (``__getstate__`` raises ``TypeError``).
+Pickling keeps the settings, not the clients (an unpickled adapter opens its own, as stock re-creates
+its pools); a shared ``client=`` is not carried over.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import http.client
 import io
 import os
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
@@ -36,7 +37,8 @@ import urllib3
 from requests.adapters import BaseAdapter
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers, select_proxy
+from requests.utils import get_encoding_from_headers, prepend_scheme_if_needed, select_proxy
+from urllib3.util import parse_url
 
 from ..client import Client
 from ..messages import Headers, Request, Response, Timeout
@@ -50,13 +52,26 @@ if TYPE_CHECKING:
 __all__ = ["RequestsAdapter", "installed"]
 
 _ClientKey = tuple[Any, Any, str]
-_NO_TIMEOUT = Timeout(connect=None, total=None, stall=None, pool=None)
+_NO_TIMEOUT = Timeout(connect=None, total=None, stall=None, pool=None, min_rate=None)
 
 
 @functools.lru_cache(maxsize=256)
 def _timeout(connect: float | None, read: float | None) -> Timeout:
     """One ``Timeout`` object per distinct setting (the engine skips re-arming a handle on identity)."""
-    return Timeout(connect=connect, total=None, stall=read, pool=None)
+    # requests has no minimum rate: its read timeout is the longest gap between bytes, our stall limit.
+    return Timeout(connect=connect, total=None, stall=read, pool=None, min_rate=None)
+
+
+def _seconds(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) else None  # urllib3's default sentinel: no limit
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _validated(connect: Any, read: Any) -> Timeout:
+    """The engine ``Timeout`` for a (connect, read) pair, validated by urllib3's own ``Timeout`` so that
+    ``'3'``, ``0``, ``-1`` and ``True`` raise the ``ValueError`` stock raises (failures are not cached)."""
+    checked = urllib3.Timeout(connect=connect, read=read)
+    return _timeout(_seconds(checked.connect_timeout), _seconds(checked.read_timeout))
 
 
 def map_timeout(timeout: Any) -> Timeout:
@@ -69,10 +84,14 @@ def map_timeout(timeout: Any) -> Timeout:
         except ValueError:
             raise ValueError(f"Invalid timeout {timeout}. Pass a (connect, read) timeout tuple, "
                              "or a single float to set both timeouts to the same value.") from None
-        return _timeout(connect, read)
-    if isinstance(timeout, urllib3.Timeout):
-        return _timeout(timeout.connect_timeout, timeout.read_timeout)
-    return _timeout(timeout, timeout)
+    elif isinstance(timeout, urllib3.Timeout):
+        return _timeout(_seconds(timeout.connect_timeout), _seconds(timeout.read_timeout))
+    else:
+        connect = read = timeout
+    try:
+        return _validated(connect, read)
+    except TypeError:  # unhashable: validate without the cache
+        return _validated.__wrapped__(connect, read)
 
 
 class _OriginalResponse:
@@ -108,12 +127,19 @@ class _BodyFile(io.RawIOBase):
     (``ChunkedEncodingError``, ``ConnectionError``, ``SSLError``) exactly as for its own adapter.
     """
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, on_end: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._response = response
         self._chunks: Iterator[bytes] = response.iter_bytes()
         self._rest = b""
         self._done = False
+        #: Called once when the body ends (read to its end, failed or closed; also from ``__del__``).
+        self._on_end = on_end
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
 
     def readable(self) -> bool:
         return True
@@ -123,9 +149,11 @@ class _BodyFile(io.RawIOBase):
             return next(self._chunks)
         except StopIteration:
             self._done = True
+            self._ended()
             return b""
         except Exception as exc:
             self._done = True
+            self._ended()
             if is_mapped(exc):
                 raise to_urllib3(exc, self._response.url) from exc
             raise
@@ -159,6 +187,7 @@ class _BodyFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._response.close()
+            self._ended()
         super().close()
 
 
@@ -259,6 +288,21 @@ def _case_insensitive(items: list[tuple[str, str]]) -> CaseInsensitiveDict[str]:
     return _translate(items)[0]
 
 
+def _check_tls_files(url: str, verify: Any, cert: Any) -> None:
+    """Stock's ``HTTPAdapter.cert_verify`` checks, with its messages: a CA path or client certificate
+    file that does not exist is an ``OSError`` before any connection (for https URLs)."""
+    if not url.lower().startswith("https"):
+        return
+    if verify and not isinstance(verify, bool) and not os.path.exists(verify):
+        raise OSError(f"Could not find a suitable TLS CA certificate bundle, invalid path: {verify}")
+    if cert:
+        cert_file, key_file = (cert[0], cert[1]) if isinstance(cert, (list, tuple)) else (cert, None)
+        if cert_file and not os.path.exists(cert_file):
+            raise OSError(f"Could not find the TLS certificate file, invalid path: {cert_file}")
+        if key_file and not os.path.exists(key_file):
+            raise OSError(f"Could not find the TLS key file, invalid path: {key_file}")
+
+
 class RequestsAdapter(BaseAdapter):
     """A ``requests`` adapter that sends every request through one ocitransport ``Client``.
 
@@ -280,6 +324,12 @@ class RequestsAdapter(BaseAdapter):
         #: The (key, client) of the last request: sessions send the same settings every time.
         self._last: tuple[_ClientKey, Client] | None = None
         self._lock = threading.Lock()
+        #: Open streamed bodies per adapter-owned client, and the clients ``close()`` left open for them.
+        self._streams: dict[Client, int] = {}
+        self._closing: set[Client] = set()
+        #: What ``__getstate__`` keeps: the settings, not the live clients (stock pickles its settings).
+        self._config: dict[str, Any] = dict(registry_auth=registry_auth, keychain=keychain, auth=auth,
+                                            registries=registries, retry=retry, **client_options)
         self.router: RegistryRouter | None = make_router(registry_auth, keychain, auth, registries, retry)
 
     def client_for(self, verify: Any = True, cert: Any = None, proxy: str = "") -> Client:
@@ -316,6 +366,14 @@ class RequestsAdapter(BaseAdapter):
         url = request.url
         assert url is not None
         proxy = (select_proxy(url, proxies) or "") if proxies else ""
+        if proxy:
+            # As stock's proxy_manager_for: a scheme-less proxy is http, and one without a host is an
+            # error of its own rather than a host name to resolve.
+            proxy = prepend_scheme_if_needed(proxy, "http")  # type: ignore[no-untyped-call]
+            if not parse_url(proxy).host:
+                raise requests.exceptions.InvalidProxyURL(
+                    "Please check proxy URL. It is malformed and could be missing the host.")
+        _check_tls_files(url, verify, cert)
         try:
             client = self.client_for(verify, cert, proxy)
             ours = Request(request.method or "GET", url, _headers(request.headers), _body(request.body),
@@ -326,26 +384,57 @@ class RequestsAdapter(BaseAdapter):
             response = rt.round_trip(ours)
         except Exception as exc:
             if is_mapped(exc):
-                raise to_requests(exc, request) from exc
+                raise to_requests(exc, request, via_proxy=bool(proxy)) from exc
             raise
-        return self.build_response(request, response)
+        return self._build(request, response, client)
 
     def build_response(self, req: requests.PreparedRequest, resp: Response) -> requests.Response:
         """A ``requests.Response`` as ``HTTPAdapter.build_response`` makes one, over our response."""
+        return self._build(req, resp, None)
+
+    def _stream_opened(self, client: Client | None) -> Callable[[], None] | None:
+        """Count a streamed body of ``client``; the callback uncounts it (see ``close``)."""
+        if client is None or client is self._shared:
+            return None
+        with self._lock:
+            self._streams[client] = self._streams.get(client, 0) + 1
+        return functools.partial(self._stream_ended, client)
+
+    def _stream_ended(self, client: Client) -> None:
+        with self._lock:
+            left = self._streams.get(client, 0) - 1
+            if left > 0:
+                self._streams[client] = left
+                return
+            self._streams.pop(client, None)
+            if client not in self._closing:
+                return
+            self._closing.discard(client)
+        self._close_client(client)
+
+    def _close_client(self, client: Client) -> None:
+        if self.router is not None:
+            self.router.forget(client)
+        client.close()
+
+    def _build(self, req: requests.PreparedRequest, resp: Response, client: Client | None) -> requests.Response:
         r = requests.Response()
         url = req.url or ""
         method = req.method or "GET"
         items = resp.headers.items()
         headers, groups = _translate(items)
         if resp.is_streaming:
-            raw = _raw(resp, method, url, _BodyFile(resp), items, groups)
+            raw = _raw(resp, method, url, _BodyFile(resp, self._stream_opened(client)), items, groups)
         else:
             content = resp.content
-            raw = _raw(resp, method, url, io.BytesIO(content), items, groups)
+            fp = io.BytesIO(content)
             if (headers.get("content-encoding") or "").strip().lower() in _IDENTITY:
                 # Nothing to decode: hand requests the body we already hold (Session skips its read).
+                # ``raw`` is then at its end, as stock's is once ``content`` has read it.
                 r._content = content
                 r._content_consumed = True
+                fp.seek(0, io.SEEK_END)
+            raw = _raw(resp, method, url, fp, items, groups)
         r.status_code = resp.status
         r.headers = headers
         r.encoding = get_encoding_from_headers(headers)
@@ -365,18 +454,28 @@ class RequestsAdapter(BaseAdapter):
         As with ``HTTPAdapter`` (whose ``close()`` clears its pools), the adapter stays usable: the
         next request opens a new client. ``Session.close()`` calls this for every mounted adapter, so
         an adapter shared by several sessions is best closed by its owner, after the sessions.
+
+        A client with streamed bodies still open is closed when the last of them ends (read to the end,
+        closed, or collected), so ``with Session() as s: r = s.get(u, stream=True)`` can still read
+        ``r`` after the block, as with stock (whose connections outlive the pool's ``clear()``).
         """
         with self._lock:
             clients = list(self._clients.values())
             self._clients.clear()
             self._last = None
+            busy = {c for c in clients if self._streams.get(c)}
+            self._closing.update(busy)
         for client in clients:
-            if self.router is not None:
-                self.router.forget(client)
-            client.close()
+            if client not in busy:
+                self._close_client(client)
 
     def __getstate__(self) -> dict[str, Any]:
-        raise TypeError("RequestsAdapter cannot be pickled: it owns live curl handles and sockets")
+        """The adapter's settings (as stock pickles its own): an unpickled adapter opens new clients.
+        A shared ``client=`` is not carried over (it owns live curl handles)."""
+        return dict(self._config)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
 
 class installed:

@@ -731,10 +731,14 @@ class Engine(HandleOptions, RoundTripper):
             elif error is None and code:
                 error = self._curl_error(t, curl, code, message)
             if error is None and t.mode != _STREAM:
-                result = self._response(t, h.lines, h.chunks)
+                if not _head_ended(h.lines):
+                    error = _cut_head(t)
+                else:
+                    result = self._response(t, h.lines, h.chunks)
         except BaseException as exc:  # noqa: BLE001 - a malformed head fails this request only
             error = _local_error(t, exc)
         ext = t.request.extensions
+        timing: dict[str, float | int] | None = None
         if ext and ext.get("primary_ip") is True:
             t.primary_ip = curl.getinfo(pycurl.PRIMARY_IP)
         if ext and ext.get("timing"):
@@ -745,21 +749,24 @@ class Engine(HandleOptions, RoundTripper):
                 t.result.extensions["timing"] = timing
         self._release(h, t)
         if t.mode == _STREAM:
-            self._complete_stream(t, error)
+            self._complete_stream(t, error, timing)
         else:
             self._finish(t, result, error)
 
-    def _complete_stream(self, t: _Transfer, error: BaseException | None) -> None:
+    def _complete_stream(self, t: _Transfer, error: BaseException | None,
+                         timing: dict[str, float | int] | None = None) -> None:
         stream = t.stream
         assert stream is not None
         # ``t.ready``: the head went out in an earlier turn (its response is the caller's already).
         if not t.ready and t.result is None:
             head_ready = t.scan_head()  # also cuts trailers that arrived with the head
-            if error is None or head_ready:
+            if error is None and not head_ready:
+                error = _cut_head(t)
+            if head_ready:
                 # The head arrived complete: the caller gets the response, the body error comes
                 # with the body (also when both landed in the same engine turn).
                 try:
-                    self._deliver_head(t)
+                    self._deliver_head(t, timing)
                 except BaseException as exc:  # noqa: BLE001
                     error = _local_error(t, exc)
                     stream._finish(error)
@@ -849,11 +856,17 @@ class Engine(HandleOptions, RoundTripper):
                 except BaseException as exc:  # noqa: BLE001
                     self._do_cancel(t, _local_error(t, exc))
 
-    def _deliver_head(self, t: _Transfer) -> None:
+    def _deliver_head(self, t: _Transfer, timing: dict[str, float | int] | None = None) -> None:
         assert t.lines is not None and t.stream is not None
         response = self._response(t, t.lines, [])
         response._content = None
         response._stream = t.stream
+        ext = t.request.extensions
+        if timing is not None:  # the transfer completed with its head
+            response.extensions["timing"] = timing
+        elif ext and ext.get("timing") and t.handle is not None:
+            # What is known with the head (the connection: new or reused); completed at the end.
+            response.extensions["timing"] = _timing(t.handle.curl)
         self._finish(t, response, None)
 
     def _finish(self, t: _Transfer, result: Response | None, error: BaseException | None) -> None:
@@ -1077,3 +1090,26 @@ def _refused(t: _Transfer) -> BaseException:
     address = reason.partition(",")[0]
     return AddressRefused(guard.message(redact_url(t.request.url), reason), address=address,
                           kind=address_kind(address))
+
+
+def _head_ended(lines: list[bytes]) -> bool:
+    """Whether the last head in libcurl's header lines ended with its blank line. libcurl (8.x) reports
+    a transfer whose connection closed inside the head as a success, with the head cut short; http.client
+    and h11 raise for it, and so do we (``_cut_head``). Scans back from the end: O(1) for a whole head."""
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line[:5] == b"HTTP/":
+            return False
+        if not line.rstrip(b"\r\n"):
+            return True
+    return True  # no line at all: parse_head's own "no HTTP status line" error applies
+
+
+def _cut_head(t: _Transfer) -> ProtocolError:
+    """The error for a connection closed before the response head ended (see ``_head_ended``). It
+    carries CURLE_PARTIAL_FILE (data missing at the close), which the adapters map as stock does:
+    requests ``ChunkedEncodingError``, httpx ``RemoteProtocolError``."""
+    r = t.request
+    url = redact_url(r.url)
+    return ProtocolError(f"{r.method} {url}: connection closed before the end of the response head",
+                         url=url, curl_code=pycurl.E_PARTIAL_FILE)

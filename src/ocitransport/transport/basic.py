@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class HostMatch:
     """Whether a request URL is for one host: same host name, and the same port (a target written
     without a port matches the default port of the request's scheme). Upstream compares strings and
-    misses ``r.example`` vs ``r.example:443``."""
+    misses ``r.example`` vs ``r.example:443`` (docs/deviations.md)."""
 
     __slots__ = ("host", "port", "_seen")
 

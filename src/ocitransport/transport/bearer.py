@@ -4,7 +4,8 @@ upgrades, and per-request anonymous tokens for other hosts.
 Upstream keeps one token per transport and refreshes only after a 401. Here every layer of a Client
 shares one ``TokenCache``: one token per (registry, realm, service, scope set, credentials); a token is
 refreshed shortly *before* it expires; and when a hundred requests need a token at once, one of them
-fetches it while the others wait for that one answer (single flight).
+fetches it while the others wait for that one answer (single flight). Every deliberate difference
+from upstream is listed in docs/deviations.md.
 """
 
 from __future__ import annotations
@@ -362,10 +363,18 @@ class BearerAuth(Layer):
         self.cache.store(self._key(self.scopes), token.value, token.expires_in or DEFAULT_EXPIRES_IN, time.monotonic())
 
     def fetch(self, scopes: list[str]) -> Steps[Token]:
-        """Fetch a new token from the realm (a network exchange, no cache)."""
+        """A new token for ``scopes``: a credential's registry token as it is (upstream's bearer
+        refresh), else one from the realm (a network exchange, no cache)."""
         cfg = self.auth.authorization()
         if cfg.registry_token:
             return Token(cfg.registry_token)
+        return (yield from self.exchange(scopes, cfg))
+
+    def exchange(self, scopes: list[str], cfg: AuthConfig | None = None) -> Steps[Token]:
+        """A token from the realm, always over the network (upstream's ``Exchange``): a registry token
+        is not handed back; it goes to the realm as ``Authorization: Bearer`` like any credential."""
+        if cfg is None:
+            cfg = self.auth.authorization()
         if cfg.identity_token or (self.password_grant and cfg.username and cfg.password):
             try:
                 tok = yield from self._post(cfg, scopes)

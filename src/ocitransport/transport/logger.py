@@ -2,12 +2,13 @@
 
 URLs go through ``redact_url`` (upstream logs them raw), header values of ``Authorization``, cookies and
 registry-auth headers are masked, and token-endpoint bodies are never logged. When DEBUG is off for
-the logger the layer costs one ``isEnabledFor`` call per request.
+the logger the layer costs one ``isEnabledFor`` call per request. See docs/deviations.md.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from .._redaction import redact_headers, redact_url
@@ -15,6 +16,13 @@ from ..messages import Request, Response
 from ..roundtrip import Exchange, Layer, RoundTripper
 
 log = logging.getLogger("ocitransport.transport")
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it through ``redact_url`` (for error messages in log lines)."""
+    return _URL.sub(lambda m: redact_url(m.group()), text)
 
 
 class Logger(Layer):
@@ -43,8 +51,10 @@ class Logger(Layer):
         try:
             response: Response = yield request
         except Exception as exc:
-            self.log.debug("<-- %s %s %s (%.1f ms)", type(exc).__name__, request.method, url,
-                           (time.monotonic() - start) * 1000)
+            # The error's message too, as upstream's logger.go prints the error (not only its type);
+            # any URL in it is redacted like the request's.
+            self.log.debug("<-- %s: %s %s %s (%.1f ms)", type(exc).__name__, redact_text(str(exc)),
+                           request.method, url, (time.monotonic() - start) * 1000)
             raise
         self.log.debug("<-- %d %s %s (%.1f ms) %s", response.status, request.method, url,
                        (time.monotonic() - start) * 1000, redact_headers(response.headers.items()))

@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 #: Connect timeout of the HTTPS probe when a plain-HTTP fallback is allowed. Upstream races the two
 #: schemes with a 300 ms head start for HTTPS; sequential probing with a short HTTPS connect timeout
 #: gives the same answer where the fallback applies (loopback and private addresses, where a closed
-#: or plain port answers at once) without a second connection per ping.
+#: or plain port answers at once) without a second connection per ping (docs/deviations.md).
 FALLBACK_CONNECT_TIMEOUT = 3.0
 
 
 class PingError(OCITransportError):
-    """Neither scheme reached the registry; ``errors`` holds each scheme's error."""
+    """Neither scheme answered as a registry (200 or 401); ``errors`` holds each scheme's error."""
 
     def __init__(self, registry: str, errors: list[BaseException]) -> None:
         super().__init__(f"ping {registry}: " + "; ".join(str(e) for e in errors))
@@ -71,12 +71,10 @@ def ping_steps(registry: Registry, inner: RoundTripper) -> Steps[Challenge]:
                 return challenges[0]
             return Challenge(values[0] if values else "", {}, insecure)
         body = yield Read(response, MAX_ERROR_BODY, "error body")
-        error = make_error(response, body)
-        if errors:
-            # HTTPS failed and the plain-HTTP answer is no registry's either: both halves matter
-            # (typically a TLS registry whose certificate is not trusted).
-            raise PingError(registry.name, [*errors, error])
-        raise error
+        # Any other status is this scheme's error, and the next scheme is still tried, as upstream's
+        # pingParallel does (go-containerregistry pkg/v1/remote/transport/ping.go): a front end that
+        # answers 404 or 500 on HTTPS must not hide a plain-HTTP registry on the same port.
+        errors.append(make_error(response, body))
     if len(errors) == 1:
         raise errors[0]
     raise PingError(registry.name, errors)

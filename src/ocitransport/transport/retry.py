@@ -3,7 +3,8 @@
 Better than upstream where its users suffer: at least one attempt always (a zero-step backoff never
 skips the request), request bodies rewound for each re-send (go-containerregistry#1004), ``Retry-After``
 honoured (seconds or an HTTP date) up to ``max_retry_after``, and the last response returned with its
-body intact so ``check_error`` still reports the registry's structured error (#2125).
+body intact so ``check_error`` still reports the registry's structured error (#2125); see
+docs/deviations.md.
 """
 
 from __future__ import annotations

@@ -67,16 +67,18 @@ def _bearer_for(registry: Registry | str, auth: Authenticator, inner: RoundTripp
 
 def exchange(registry: Registry | str, auth: Authenticator, inner: RoundTripper, scopes: Sequence[str],
              challenge: Challenge) -> Token:
-    """Exchange credentials for a token at the challenge's realm (always a network exchange)."""
+    """Exchange credentials for a token at the challenge's realm (always a network exchange, as upstream's
+    ``Exchange`` in go-containerregistry pkg/v1/remote/transport/bearer.go: a registry token is sent to
+    the realm, not returned as it is)."""
     bearer = _bearer_for(registry, auth, inner, challenge)
-    return drive_sync(bearer.fetch(list(scopes)), inner)
+    return drive_sync(bearer.exchange(list(scopes)), inner)
 
 
 async def exchange_async(registry: Registry | str, auth: Authenticator, inner: RoundTripper,
                          scopes: Sequence[str], challenge: Challenge) -> Token:
     """``exchange`` on the running event loop."""
     bearer = _bearer_for(registry, auth, inner, challenge)
-    return await drive_async(bearer.fetch(list(scopes)), inner)
+    return await drive_async(bearer.exchange(list(scopes)), inner)
 
 
 def from_token(registry: Registry | str, auth: Authenticator, inner: RoundTripper, challenge: Challenge,
