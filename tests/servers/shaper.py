@@ -71,13 +71,16 @@ class _Pipe:
                     due, data = self.queue.popleft()
                     self.cond.notify_all()
                 now = time.monotonic()
-                wait = max(due, free_at) - now
+                ready = max(due, free_at)
+                if self.shaper.rate > 0:
+                    # Pacing: a chunk is handed on once its last byte would have crossed at ``rate``
+                    # (its serialisation time after the link became free), so N bytes take N / rate.
+                    ready = max(ready, now) + len(data) / self.shaper.rate
+                    free_at = ready
+                wait = ready - now
                 if wait > 0 and self.shaper._stopping.wait(wait):
                     break
                 self.sink.sendall(data)
-                if self.shaper.rate > 0:
-                    # Pacing: the next chunk leaves once this one had time to cross at ``rate``.
-                    free_at = max(free_at, due, now) + len(data) / self.shaper.rate
             self.sink.shutdown(socket.SHUT_WR)  # pass the half-close on, after the delayed bytes
         except OSError:
             pass
