@@ -237,6 +237,10 @@ def _options(*, sync: bool) -> argparse.ArgumentParser:
     common.add_argument("--allow-private-storage", action="append", default=[], metavar="REGISTRY",
                         help="this registry's blob storage may be on a private address (on-prem MinIO on "
                              "10.x); repeatable; link-local and loopback addresses stay refused")
+    from . import cliopts
+
+    cliopts.add_credential_options(common, sides=True)
+    cliopts.add_tls_options(common, sides=True)
     return common
 
 
@@ -300,6 +304,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="run the copies on a dask cluster: a scheduler address, or local:N for N local workers")
     _filters(sy)
 
+    from . import commands
+
+    commands.add_commands(sub)
     demo = sub.add_parser("demo", help="start two local registries, mirror sample images, verify")
     demo.add_argument("--images", type=int, default=4, help="sample tags to generate (default 4)")
     demo.add_argument("--jobs", "-j", type=int, default=8)
@@ -324,7 +331,12 @@ def _client(args: argparse.Namespace) -> Any:
 def _check_common(args: argparse.Namespace) -> str | None:
     import os
 
+    from . import cliopts
     from .mirror.manifests import parse_platform
+
+    problem = cliopts.check(args)
+    if problem:
+        return problem
 
     if args.jobs is not None and args.jobs < 1:
         return "--jobs must be greater than zero"
@@ -407,6 +419,16 @@ def _wire(client: Any, args: argparse.Namespace) -> Any:
     return client
 
 
+def _registry_name(reference: str) -> str:
+    """The registry host of a reference or repository (checked by ``_check_args`` before)."""
+    from .name import Repository
+
+    repo = reference.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return Repository(repo).registry.name
+
+
 def _run_copy(args: argparse.Namespace) -> int:
     from . import mirror
 
@@ -414,13 +436,21 @@ def _run_copy(args: argparse.Namespace) -> int:
     if problem:
         _error(problem)
         return 2
+    from . import cliopts
+
+    src, dst = (args.src, args.dst) if args.command == "copy" else (args.src_repo, args.dst_repo)
+    src_registry, dst_registry = _registry_name(src), _registry_name(dst)
+    keychain = cliopts.keychain(args, src_registry, dst_registry)
     progress = _make_progress(args)
     try:
-        with _client(args) as client:
+        with _client(args) as client, contextlib.ExitStack() as stack:
+            routed = cliopts.routed(stack, client, args, [(src_registry, "src"), (dst_registry, "dest")],
+                                    args.jobs or 8)
             common: dict[str, Any] = {
-                "client": _wire(client, args), "platforms": args.platform or None, "jobs": args.jobs,
+                "client": _wire(routed, args), "platforms": args.platform or None, "jobs": args.jobs,
                 "retries": args.retries, "include_nondistributable": args.include_nondistributable,
-                "insecure": args.insecure, "keep_going": args.keep_going, "dry_run": args.dry_run,
+                "insecure": args.insecure or cliopts.plain_http(args), "keep_going": args.keep_going,
+                "dry_run": args.dry_run, "keychain": keychain,
                 "referrers": args.referrers, "progress": progress,
                 "allow_private_storage": args.allow_private_storage}
             if args.command == "copy":
@@ -504,12 +534,21 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
                 executor = _dask_executor(stack, args.dask, config.keychain(), args.allow_private_storage)
                 if executor is None:
                     return 2
+            from . import cliopts
+            from .name import Registry
+
             client = stack.enter_context(_client(args))
+            dest_registry = Registry(config.destination.split("/", 1)[0]).name
+            keychain = cliopts.keychain(args, None, dest_registry)
+            sides = [(dest_registry, "dest"), *((s.registry, "src") for s in config.registries)]
+            client = cliopts.routed(stack, client, args, sides, args.jobs or 8)
             report = sync(config, client=_wire(client, args), executor=executor, dry_run=args.dry_run,
+                          keychain=keychain,
                           progress=progress, jobs=args.jobs, retries=args.retries,
                           keep_going=True if args.keep_going else None, platforms=args.platform or None,
                           include=args.include, exclude=args.exclude,
-                          include_nondistributable=args.include_nondistributable, insecure=args.insecure,
+                          include_nondistributable=args.include_nondistributable,
+                          insecure=args.insecure or cliopts.plain_http(args),
                           referrers=args.referrers, allow_private_storage=args.allow_private_storage)
     except SyncConfigError as exc:
         _error(str(exc))
@@ -535,6 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(images=args.images, jobs=args.jobs)
         if args.command == "sync":
             return _run_sync(args)
+        from . import commands
+
+        if args.command in commands.COMMANDS:
+            return commands.run(args)
         return _run_copy(args)
     except KeyboardInterrupt:
         _error("interrupted")

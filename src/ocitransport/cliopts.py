@@ -1,0 +1,123 @@
+"""Command-line options shared by every command that talks to a registry: credentials (``--creds``,
+``--src-creds``, ``--dest-creds``, ``--authfile``), TLS per side (``--src-tls-verify``,
+``--dest-tls-verify``, ``--src-cert-dir``, ``--dest-cert-dir``) and ``--retry-unreachable``, and what
+turns them into a keychain and a round-tripper."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .authn import DefaultKeychain, Keychain
+
+__all__ = ["add_credential_options", "add_tls_options", "check", "keychain", "routed", "BOOL_HELP"]
+
+BOOL_HELP = "true or false (alone: true)"
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def add_credential_options(parser: argparse.ArgumentParser, *, sides: bool) -> None:
+    """``--creds`` and ``--authfile``; with ``sides`` also ``--src-creds`` / ``--dest-creds``."""
+    parser.add_argument("--creds", metavar="USER[:PASS]", default=None,
+                        help="credentials for every registry of this command (without :PASS the password "
+                             "is prompted for, without echo, or read from standard input)")
+    if sides:
+        parser.add_argument("--src-creds", metavar="USER[:PASS]", default=None,
+                            help="credentials for the source registry (as --creds)")
+        parser.add_argument("--dest-creds", metavar="USER[:PASS]", default=None,
+                            help="credentials for the destination registry (as --creds)")
+    parser.add_argument("--authfile", metavar="FILE", default=None,
+                        help="read credentials from this docker-style config file only (default: "
+                             "$DOCKER_CONFIG/config.json or ~/.docker/config.json, $REGISTRY_AUTH_FILE, "
+                             "$XDG_RUNTIME_DIR/containers/auth.json, and the credential helpers they name)")
+
+
+def add_tls_options(parser: argparse.ArgumentParser, *, sides: bool) -> None:
+    """``--tls-verify`` / ``--cert-dir``, or per side ``--src-*`` / ``--dest-*``."""
+    for side in (("src", "source"), ("dest", "destination")) if sides else (("", "registry"),):
+        prefix = f"{side[0]}-" if side[0] else ""
+        parser.add_argument(f"--{prefix}tls-verify", type=_bool, nargs="?", const=True, default=None,
+                            metavar="BOOL",
+                            help=f"verify the {side[1]}'s TLS certificate and require HTTPS ({BOOL_HELP}; "
+                                 "false also allows plain HTTP)")
+        parser.add_argument(f"--{prefix}cert-dir", metavar="DIR", default=None,
+                            help=f"the {side[1]}'s certificates: *.crt CAs, a *.cert + *.key client pair "
+                                 "(default: /etc/containers/certs.d/HOST or /etc/docker/certs.d/HOST when "
+                                 "present)")
+    parser.add_argument("--retry-unreachable", action="store_true",
+                        help="keep retrying a registry that never answered (DNS failure, connection refused); "
+                             "by default such a registry fails at once - use this for nightly runs")
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """A usage problem with these options, or ``None``."""
+    for option in ("cert_dir", "src_cert_dir", "dest_cert_dir"):
+        path = getattr(args, option, None)
+        if path and not os.path.isdir(path):
+            return f"--{option.replace('_', '-')} {path}: no such directory"
+    if getattr(args, "authfile", None) and not os.path.isfile(args.authfile):
+        return f"--authfile {args.authfile}: no such file"
+    return None
+
+
+def keychain(args: argparse.Namespace, src: str | None = None, dest: str | None = None) -> Keychain | None:
+    """The keychain of a run: ``--src-creds`` for ``src``'s registry, ``--dest-creds`` for ``dest``'s,
+    ``--creds`` for every other, then ``--authfile`` or the default files. ``None`` when no option
+    changes the default. Raises :class:`~ocitransport.credentials.CredentialsError`."""
+    from .credentials import AuthFileKeychain, CommandLineKeychain, CredentialsError, parse_creds
+    from .name import Registry
+
+    fallback: Keychain = AuthFileKeychain(args.authfile) if getattr(args, "authfile", None) else DefaultKeychain()
+    given: dict[str, Any] = {}
+    if getattr(args, "creds", None):
+        given["*"] = (parse_creds(args.creds, "--creds"), "--creds")
+    for option, name in (("src_creds", src), ("dest_creds", dest)):
+        value = getattr(args, option, None)
+        if not value:
+            continue
+        flag = f"--{option.replace('_', '-')}"
+        # No registry named (sync's sources): every registry but the other side's.
+        key = "*" if name is None else Registry(name).name
+        if key in given:
+            what = "every registry" if key == "*" else f"registry {key}"
+            raise CredentialsError(f"{flag} and {given[key][1]} both apply to {what}: give one of them")
+        given[key] = (parse_creds(value, flag), flag)
+    if not given and not getattr(args, "authfile", None):
+        return None
+    return CommandLineKeychain(given, fallback)
+
+
+def routed(stack: contextlib.ExitStack, client: Any, args: argparse.Namespace,
+           sides: Sequence[tuple[str, str]], jobs: int) -> Any:
+    """``client``, or a router sending each side's registry through a Client with its own TLS settings
+    (the sync file's per-registry ``tls-verify`` / ``cert-dir`` path: ``mirror.sync._TLSClients``).
+    ``sides`` are ``(registry, option prefix)`` pairs, prefix ``"src"``, ``"dest"`` or ``""``."""
+    from .credentials import side_tls, tls_config
+    from .mirror.sync import _RegistryRouter, _TLSClients
+
+    settings = []
+    for registry, prefix in sides:
+        dash = f"{prefix}_" if prefix else ""
+        found = side_tls(registry, getattr(args, f"{dash}tls_verify", None), getattr(args, f"{dash}cert_dir", None))
+        if found is not None:
+            settings.append(found)
+    if not settings:
+        return client
+    clients = stack.enter_context(_TLSClients(tls_config(settings), jobs))
+    return _RegistryRouter(client, clients) if clients else client
+
+
+def plain_http(args: argparse.Namespace) -> bool:
+    """Whether any ``--*tls-verify=false`` was given (plain HTTP allowed, as ``--insecure``)."""
+    return any(getattr(args, o, None) is False for o in ("tls_verify", "src_tls_verify", "dest_tls_verify"))
