@@ -55,8 +55,8 @@ def add_commands(sub: Any) -> None:
     out.add_argument("registry", metavar="REGISTRY")
 
     def add(name: str, help: str, description: str, *args: tuple[str, dict[str, Any]]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help, description=description, epilog=_EPILOG,
-                           formatter_class=raw)
+        p: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help, description=description,
+                                                    epilog=_EPILOG, formatter_class=raw)
         for arg, kwargs in args:
             p.add_argument(arg, **kwargs)
         return p
@@ -175,10 +175,11 @@ def _inspect(args: argparse.Namespace) -> int:
         return handler(reg, args)
 
 
-def _out(data: bytes) -> None:
+def _out(data: bytes) -> int:
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+    return 0
 
 
 def _lines(lines: list[str]) -> int:
@@ -226,8 +227,8 @@ _HANDLERS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "ls": lambda reg, a: _lines(reg.list_tags(a.repo)),
     "catalog": lambda reg, a: _lines(reg.catalog(a.registry)),
     "digest": lambda reg, a: _lines([reg.digest(a.ref)]),
-    "manifest": lambda reg, a: (_out(reg.manifest(a.ref, platform=a.platform)[0]), 0)[1],
-    "config": lambda reg, a: (_out(reg.config(a.ref, platform=a.platform)), 0)[1],
+    "manifest": lambda reg, a: _out(reg.manifest(a.ref, platform=a.platform)[0]),
+    "config": lambda reg, a: _out(reg.config(a.ref, platform=a.platform)),
     "inspect": _inspect_one,
     "blob": _blob,
     "tag": _tag,

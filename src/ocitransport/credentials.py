@@ -22,10 +22,9 @@ from typing import IO, Any
 
 from .authn import (
     DEFAULT_HELPER_TIMEOUT,
-    AuthError,
     Authenticator,
+    AuthError,
     Basic,
-    ConfigFileError,
     CredentialHelper,
     DefaultKeychain,
     Keychain,

@@ -87,11 +87,11 @@ class Registry:
               ok: Sequence[int] = (200,)) -> Response:
         from .transport.errors import check_error
 
-        scope = f"repository:{repo.repository_str}:{'pull,push' if push else 'pull'}"
+        scope = f"repository:{repo.repository_str()}:{'pull,push' if push else 'pull'}"
         if path == "DELETE":
-            scope = f"repository:{repo.repository_str}:delete"
+            scope = f"repository:{repo.repository_str()}:delete"
         rt = self._rt(repo.registry, scope)
-        url = f"https://{repo.registry.name}/v2/{repo.repository_str}/{path}"
+        url = f"https://{repo.registry.name}/v2/{repo.repository_str()}/{path}"
         response: Response = rt.round_trip(Request(method, url, headers, body, stream=stream))
         check_error(response, *ok)
         return response
@@ -120,7 +120,7 @@ class Registry:
             tags += page
             if len(tags) > MAX_TAGS:
                 raise InspectError(f"{repo.name}: more than {MAX_TAGS} tags")
-            path = _next_page(response, f"/v2/{repo.repository_str}/")
+            path = _next_page(response, f"/v2/{repo.repository_str()}/")
         return tags
 
     def catalog(self, registry: str) -> list[str]:
@@ -278,8 +278,8 @@ class Registry:
         digest = ref.identifier if isinstance(ref, Digest) else self.digest(reference)
         from .transport.errors import check_error
 
-        rt = self._rt(ref.repository.registry, f"repository:{ref.repository.repository_str}:delete")
-        url = f"https://{ref.repository.registry.name}/v2/{ref.repository.repository_str}/manifests/{digest}"
+        rt = self._rt(ref.repository.registry, f"repository:{ref.repository.repository_str()}:delete")
+        url = f"https://{ref.repository.registry.name}/v2/{ref.repository.repository_str()}/manifests/{digest}"
         check_error(rt.round_trip(Request("DELETE", url, None, None)), 202, 200)
         return digest
 
