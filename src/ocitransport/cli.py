@@ -399,19 +399,31 @@ def _print_plan(report: Any) -> None:
 
 
 def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> int:
+    from . import cliopts
+
+    counted = getattr(args, "retry_lines", None)
+    if counted is not None:
+        report.retries = max(report.retries, counted.count)  # the retries that ended in a failure too
     if args.json:
         print(report.to_json(indent=2))
     elif args.dry_run:
         _print_plan(report)
     for ref, message in report.errors:
         _error(message if ref in message else f"{ref}: {message}")
+    hint = cliopts.unreachable_hint(args)
+    if hint and report.errors:
+        _error(hint)
     if not args.json:
         progress.finish(report)
     return 0 if report.ok else 1
 
 
 def _wire(client: Any, args: argparse.Namespace) -> Any:
-    """The round-tripper the mirror runs on: the Client, with the logging layer under ``-v``."""
+    """The round-tripper the mirror runs on: the Client, with the logging layer under ``-v``, marking
+    registries that never answered (fail fast) unless ``--retry-unreachable``."""
+    from . import cliopts
+
+    client = cliopts.fail_fast(client, args)
     if getattr(args, "verbose", 0):
         from . import transport
 
@@ -511,7 +523,7 @@ def _run_sync(args: argparse.Namespace) -> int:
             found = source.credentials.authorization()
             secrets += [found.password, found.auth]
     redact = _Redact(secrets)
-    handlers = list(logging.getLogger().handlers)
+    handlers = [*logging.getLogger().handlers, *logging.getLogger("ocitransport.retry").handlers]
     for handler in handlers:
         handler.addFilter(redact)
     if args.jobs is None:
@@ -567,6 +579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"{PROG}: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     # Errors are printed once by the CLI itself; without -v the library's warnings would repeat them.
     logging.getLogger("ocitransport").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    if args.command in ("copy", "mirror", "sync"):
+        from . import cliopts
+
+        args.retry_lines = cliopts.watch_retries(quiet=bool(args.quiet or args.json))
     try:
         if args.command == "demo":
             from .mirror._demo import run_demo

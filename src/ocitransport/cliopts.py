@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,3 +123,57 @@ def routed(stack: contextlib.ExitStack, client: Any, args: argparse.Namespace,
 def plain_http(args: argparse.Namespace) -> bool:
     """Whether any ``--*tls-verify=false`` was given (plain HTTP allowed, as ``--insecure``)."""
     return any(getattr(args, o, None) is False for o in ("tls_verify", "src_tls_verify", "dest_tls_verify"))
+
+
+class RetryLines(logging.Handler):
+    """Prints each retry as it happens, one line (``ocitransport: GET ...: retrying in 1.0s (1/3) after:
+    ...``), and counts them all for the summary. ``quiet``: count only."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__(logging.INFO)
+        self.quiet = quiet
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if self.quiet:
+            return
+        try:
+            print(f"ocitransport: {' '.join(self.format(record).split())}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr closed: the count still goes on
+            pass
+
+
+def watch_retries(quiet: bool) -> RetryLines:
+    """Install a :class:`RetryLines` on the ``ocitransport.retry`` logger (only it prints retries)."""
+    logger = logging.getLogger("ocitransport.retry")
+    for old in [h for h in logger.handlers if isinstance(h, RetryLines)]:
+        logger.removeHandler(old)
+    handler = RetryLines(quiet)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+def fail_fast(client: Any, args: argparse.Namespace) -> Any:
+    """``client`` wrapped in a :class:`~ocitransport.reachability.Reachability` (kept on ``args``) unless
+    ``--retry-unreachable``."""
+    if getattr(args, "retry_unreachable", False):
+        return client
+    from .reachability import Reachability
+
+    reach = Reachability(client)
+    args.reachability = reach
+    return reach
+
+
+def unreachable_hint(args: argparse.Namespace) -> str | None:
+    """The line explaining a fail-fast failure, or ``None``."""
+    reach = getattr(args, "reachability", None)
+    if reach is None or not reach.unreachable:
+        return None
+    hosts = ", ".join(sorted(reach.unreachable))
+    return (f"{hosts}: never answered (name not resolved or connection refused), so not retried; check the "
+            "name and port, or pass --retry-unreachable to keep trying (nightly runs)")

@@ -32,6 +32,8 @@ from .report import ImageResult, Report
 from .session import MirrorError, Session
 
 log = logging.getLogger("ocitransport.mirror")
+#: Retries, one INFO record each as it happens (the command line shows them without -v).
+retry_log = logging.getLogger("ocitransport.retry")
 
 #: The child copies of one unit, by digest (each distinct child is copied once per unit).
 _Tree = dict[str, "asyncio.Future[None]"]
@@ -68,7 +70,7 @@ async def put_manifest_checked(session: Session, dst: Repository, ref: str, mani
             if attempt >= MANIFEST_RECHECKS or not references_unknown(exc):
                 raise
             session.retries += 1
-            log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name, ref,
+            retry_log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name, ref,
                      exc)
             await asyncio.sleep(0.2 * (attempt + 1))  # let a concurrent writer of the same blob finish
             await recheck()
@@ -264,7 +266,8 @@ class Executor:
                 if attempt < self.retries and transient(exc):
                     self.session.retries += 1
                     delay = min(0.5 * 2 ** attempt, 8.0)
-                    log.info("retrying %s in %.1fs: %s", unit.source, delay, describe(exc))
+                    retry_log.info("%s: retrying the image in %.1fs (%d/%d) after: %s", unit.source, delay,
+                                   attempt + 1, self.retries, describe(exc))
                     await asyncio.sleep(delay)
                     continue
                 result.status = "failed"
