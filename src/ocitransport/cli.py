@@ -374,6 +374,13 @@ def _check_args(args: argparse.Namespace) -> str | None:
     problem = _check_common(args)
     if problem:
         return problem
+    from . import cliopts
+
+    refs = [args.src, args.dst] if args.command == "copy" else [args.src_repo, args.dst_repo]
+    for ref in refs:
+        problem = cliopts.check_reference(ref)
+        if problem:
+            return problem
     try:
         if args.command == "copy":
             parse_reference(args.src, insecure=args.insecure)
@@ -413,6 +420,9 @@ def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> in
     hint = cliopts.unreachable_hint(args)
     if hint and report.errors:
         _error(hint)
+    for line in cliopts.auth_hints(report.errors, getattr(args, "keychain_used", None),
+                                   getattr(args, "file_credentials", ())):
+        _error(line)
     if not args.json:
         progress.finish(report)
     return 0 if report.ok else 1
@@ -452,7 +462,7 @@ def _run_copy(args: argparse.Namespace) -> int:
 
     src, dst = (args.src, args.dst) if args.command == "copy" else (args.src_repo, args.dst_repo)
     src_registry, dst_registry = _registry_name(src), _registry_name(dst)
-    keychain = cliopts.keychain(args, src_registry, dst_registry)
+    keychain = args.keychain_used = cliopts.keychain(args, src_registry, dst_registry)
     progress = _make_progress(args)
     try:
         with _client(args) as client, contextlib.ExitStack() as stack:
@@ -551,7 +561,8 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
 
             client = stack.enter_context(_client(args))
             dest_registry = Registry(config.destination.split("/", 1)[0]).name
-            keychain = cliopts.keychain(args, None, dest_registry)
+            keychain = args.keychain_used = cliopts.keychain(args, None, dest_registry)
+            args.file_credentials = [Registry(s.registry).name for s in config.registries if s.credentials]
             sides = [(dest_registry, "dest"), *((s.registry, "src") for s in config.registries)]
             client = cliopts.routed(stack, client, args, sides, args.jobs or 8)
             report = sync(config, client=_wire(client, args), executor=executor, dry_run=args.dry_run,
@@ -572,8 +583,10 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ocitransport`` command; returns the exit status."""
+    from . import cliopts
+
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(cliopts.join_dash_values(sys.argv[1:] if argv is None else argv))
     verbose = getattr(args, "verbose", 0) or 0
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)

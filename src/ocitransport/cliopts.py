@@ -177,3 +177,102 @@ def unreachable_hint(args: argparse.Namespace) -> str | None:
     hosts = ", ".join(sorted(reach.unreachable))
     return (f"{hosts}: never answered (name not resolved or connection refused), so not retried; check the "
             "name and port, or pass --retry-unreachable to keep trying (nightly runs)")
+
+
+#: Digest algorithms a reference may name (the OCI image-spec's registered ones); others are refused
+#: before any request.
+DIGEST_ALGORITHMS = ("sha256", "sha512")
+
+
+def check_reference(text: str, what: str = "reference") -> str | None:
+    """A reference the command line refuses before any request, with why; else ``None``.
+
+    - ``HOST:PORT`` (or ``HOST:PORT`` with nothing after): the grammar reads it as a Docker Hub image
+      ``docker.io/library/HOST:PORT``; a name with a dot (or ``localhost``) and an all-digit tag is
+      plainly a registry address.
+    - ``@ALGO:...`` with an algorithm other than :data:`DIGEST_ALGORITHMS`.
+    """
+    if "@" in text:
+        algorithm = text.rsplit("@", 1)[1].split(":", 1)[0]
+        if algorithm not in DIGEST_ALGORITHMS:
+            return (f"{what} {text!r}: digest algorithm {algorithm!r} is not supported (only "
+                    f"{' and '.join(DIGEST_ALGORITHMS)})")
+        return None
+    head = text.rstrip("/")
+    if "/" in head:
+        return None
+    name, sep, port = head.rpartition(":")
+    if sep and port.isdigit() and ("." in name or name == "localhost" or name.startswith("[")):
+        return (f"{what} {text!r} is a registry address, not an image (it would be read as "
+                f"docker.io/library/{text}): name a repository, e.g. {head}/REPOSITORY:TAG")
+    return None
+
+
+#: Options whose value may start with ``-`` (``--exclude -rc``, the README's own example); argparse
+#: takes such a value for an option otherwise.
+DASH_VALUE_OPTIONS = frozenset({"--include", "--exclude", "--tag", "--creds", "--src-creds", "--dest-creds",
+                                "--password", "-p"})
+
+
+def join_dash_values(argv: Sequence[str]) -> list[str]:
+    """``["--exclude", "-rc"]`` -> ``["--exclude=-rc"]`` for :data:`DASH_VALUE_OPTIONS` (after ``--``
+    nothing is touched)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg in DASH_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "-":
+            out.append(f"{arg}={argv[i + 1]}" if arg.startswith("--") else f"{arg}{argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+_AUTH_WORDS = ("UNAUTHORIZED", "DENIED", "status 401", "status 403", "401 Unauthorized", "403 Forbidden")
+
+
+def auth_hints(errors: Sequence[tuple[str, str]], chain: Keychain | None,
+               file_credentials: Sequence[str] = ()) -> list[str]:
+    """One line per registry that refused authentication in ``errors``: whether credentials were sent,
+    where they came from (option, file or helper; never the secret) and what to do."""
+    import re
+
+    from .authn import Anonymous, AuthError
+    from .credentials import describe_source
+    from .name import Registry
+
+    chain = chain if chain is not None else DefaultKeychain()
+    hosts: list[str] = []
+    for ref, message in errors:
+        if not any(word in message for word in _AUTH_WORDS):
+            continue
+        found = re.search(r"https?://([^/\s]+)/v2/", message)
+        host = found.group(1) if found else ref.split("/", 1)[0]
+        if host not in hosts:
+            hosts.append(host)
+    lines = []
+    for host in hosts:
+        try:
+            registry = Registry(host)
+            if registry.name in file_credentials:
+                source, sent = "the sync file's credentials", True
+            else:
+                sent = chain.resolve(registry) is not Anonymous
+                source = describe_source(chain, registry)
+        except (AuthError, ValueError) as exc:
+            lines.append(f"{host}: authentication failed; reading the credentials failed too: {exc}")
+            continue
+        if sent:
+            lines.append(f"{host}: credentials were sent (from {source}) and refused: check the user name, the "
+                         f"password or token, and the account's access to the repository; "
+                         f"'ocitransport login {host}' checks and stores new ones")
+        else:
+            lines.append(f"{host}: no credentials were sent (none found: --creds, --src-creds / --dest-creds, "
+                         f"--authfile, the docker config files or a credential helper): run "
+                         f"'ocitransport login {host}' or pass --creds USER")
+    return lines

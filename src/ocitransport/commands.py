@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     from .exceptions import OCITransportError
 
     problem = cliopts.check(args)
+    for name in ("ref", "repo"):
+        if not problem and getattr(args, name, None):
+            problem = cliopts.check_reference(getattr(args, name))
     if problem:
         _error(problem)
         return 2
@@ -131,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
         return 2 if isinstance(exc, ValueError) and not isinstance(exc, OCITransportError) else 1
     except OCITransportError as exc:
         _error(str(exc))
+        target = getattr(args, "ref", None) or getattr(args, "repo", None) or args.registry
+        for line in cliopts.auth_hints([(target, str(exc))], getattr(args, "keychain_used", None)):
+            _error(line)
         return 1
 
 
@@ -163,7 +169,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     target = getattr(args, "ref", None) or getattr(args, "repo", None) or args.registry
     registry = ops.registry_of(target, catalog=args.command == "catalog")
-    keychain = cliopts.keychain(args, None, None)
+    keychain = args.keychain_used = cliopts.keychain(args, None, None)
     with _client(args) as client, contextlib.ExitStack() as stack:
         routed = cliopts.routed(stack, client, args, [(registry, "")], 1)
         if getattr(args, "verbose", 0):

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.servers import raw
+
 REFUSED = "127.0.0.1:1"  # nothing listens on port 1: refused at once, on loopback
 
 
@@ -57,3 +59,45 @@ def test_unresolvable_name_fails_at_once(cli):
     result = cli("copy", "nosuchhost.invalid/a/b:v1", f"{REFUSED}/c")
     assert result.returncode == 1 and time.monotonic() - started < 5
     assert "never answered" in result.stderr
+
+
+@pytest.mark.parametrize("reference", ["localhost:5000", "127.0.0.1:5000", "registry.example:443"])
+def test_a_registry_address_is_refused_at_once(reference, cli):
+    result = cli("copy", reference, f"{REFUSED}/x", timeout=30)
+    assert result.returncode == 2
+    assert "is a registry address, not an image" in result.stderr
+    assert f"docker.io/library/{reference}" in result.stderr  # how it would have been read
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_digest_algorithm_is_refused_before_any_request(fault_server, cli):
+    result = cli("copy", f"{fault_server.host}/a@md5:d41d8cd98f00b204e9800998ecf8427e", f"{REFUSED}/x")
+    assert result.returncode == 2 and "digest algorithm 'md5' is not supported" in result.stderr
+    assert fault_server.connections == 0  # nothing was asked
+
+
+def test_option_values_may_start_with_a_dash(registry, registry_factory, make_repo_name, cli):
+    dst = registry_factory()
+    repo = make_repo_name()
+    for tag in ("v1", "v1-rc"):
+        raw.push_image(registry, repo, tag)
+    result = cli("mirror", "--exclude", "-rc", f"{registry.host}/{repo}", f"{dst.host}/{repo}")
+    assert result.returncode == 0, result.stderr
+    assert raw.list_tags(dst, repo) == ["v1"]
+
+
+def test_authentication_failures_say_what_was_sent_and_from_where(basic_registry, make_repo_name, env, cli):
+    repo = make_repo_name()
+    image = raw.push_image(basic_registry, repo, "v1")
+    dst = f"{basic_registry.host}/{make_repo_name()}:v1"
+    none = cli("copy", image.reference, dst)
+    assert none.returncode == 1 and "no credentials were sent" in none.stderr
+    assert f"ocitransport login {basic_registry.host}" in none.stderr
+    wrong = cli("copy", "--creds", "alice:not-the-password", image.reference, dst)
+    assert wrong.returncode == 1 and "credentials were sent (from --creds) and refused" in wrong.stderr
+    assert "not-the-password" not in wrong.stderr
+    env.docker({"credsStore": "ocitest"})
+    env.helper_creds({basic_registry.host: ("alice", "stale-password")})
+    helper = cli("ls", f"{basic_registry.host}/{repo}")
+    assert helper.returncode == 1 and "docker-credential-ocitest" in helper.stderr
+    assert "stale-password" not in helper.stderr
