@@ -412,7 +412,11 @@ def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> in
     if counted is not None:
         report.retries = max(report.retries, counted.count)  # the retries that ended in a failure too
     if args.json:
-        print(report.to_json(indent=2))
+        import json
+
+        from .jsonreport import report_dict
+
+        print(json.dumps(report_dict(report), indent=2), flush=True)
     elif args.dry_run:
         _print_plan(report)
     for ref, message in report.errors:
@@ -611,6 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as a tool killed by SIGPIPE; stdout points at
+        # /dev/null so the interpreter's final flush has nowhere to fail.
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         from .exceptions import OCITransportError
 

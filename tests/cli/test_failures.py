@@ -4,6 +4,7 @@ each and all counted, references read plainly, option values starting with ``-``
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -101,3 +102,40 @@ def test_authentication_failures_say_what_was_sent_and_from_where(basic_registry
     helper = cli("ls", f"{basic_registry.host}/{repo}")
     assert helper.returncode == 1 and "docker-credential-ocitest" in helper.stderr
     assert "stale-password" not in helper.stderr
+
+
+def test_json_report_has_a_schema_and_counts_planning_failures(registry, registry_factory, make_repo_name, cli):
+    dst = registry_factory()
+    repo = make_repo_name()
+    raw.push_image(registry, repo, "v1")
+    result = cli("copy", "--json", f"{registry.host}/{repo}:missing", f"{dst.host}/{repo}")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["schema"] == 1 and report["ok"] is False
+    assert report["images_failed"] == 1
+    [failed] = report["images"]
+    assert failed["status"] == "failed" and failed["stage"] == "planning" and "missing" in failed["source"]
+
+
+def test_closed_stdout_is_not_an_error(registry, make_repo_name, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.cli.conftest import SRC
+
+    repo = make_repo_name()
+    for n in range(3):
+        raw.push_image(registry, repo, f"t{n}")
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for argv in (["ls", f"{registry.host}/{repo}"], ["copy", "--json", f"{registry.host}/{repo}:t0",
+                                                       f"{registry.host}/{repo}:copy"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before anything is written, as `| head -c 0`
+        try:
+            proc = subprocess.run([sys.executable, "-m", "ocitransport", *argv], stdout=write_end,
+                                  stderr=subprocess.PIPE, env=env, timeout=60, check=False)
+        finally:
+            os.close(write_end)
+        err = proc.stderr
+        assert proc.returncode == 141, err
+        assert b"BrokenPipe" not in err and b"Traceback" not in err, err
