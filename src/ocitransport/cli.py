@@ -176,6 +176,12 @@ class RichProgress(LineProgress):
 
 
 def _make_progress(args: argparse.Namespace) -> LineProgress:
+    progress = _new_progress(args)
+    args.progress_used = progress  # what Ctrl-C reports as finished
+    return progress
+
+
+def _new_progress(args: argparse.Namespace) -> LineProgress:
     if args.json or args.quiet:
         return LineProgress(quiet=True)
     if sys.stderr.isatty():
@@ -585,6 +591,16 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
     return _finish(args, report, progress)
 
 
+def _interrupted(args: argparse.Namespace) -> None:
+    """Ctrl-C: what was finished, and that running the same command again completes the job."""
+    progress = getattr(args, "progress_used", None)
+    done = f"{progress.done} of {progress.total} images finished" if progress is not None and progress.total else (
+        "no image finished")
+    rerun = ("; run the same command again to complete the job (finished images are skipped, blobs already "
+             "copied are not sent again)") if args.command in ("copy", "mirror", "sync") else ""
+    _error(f"interrupted: {done}{rerun}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ocitransport`` command; returns the exit status."""
     from . import cliopts
@@ -613,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.run(args)
         return _run_copy(args)
     except KeyboardInterrupt:
-        _error("interrupted")
+        _interrupted(args)
         return 130
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, as a tool killed by SIGPIPE; stdout points at
