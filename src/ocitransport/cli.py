@@ -430,6 +430,8 @@ def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> in
     hint = cliopts.unreachable_hint(args)
     if hint and report.errors:
         _error(hint)
+    for line in cliopts.storage_hints(report.errors):
+        _error(line)
     for line in cliopts.auth_hints(report.errors, getattr(args, "keychain_used", None),
                                    getattr(args, "file_credentials", ())):
         _error(line)

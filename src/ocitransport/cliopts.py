@@ -276,3 +276,26 @@ def auth_hints(errors: Sequence[tuple[str, str]], chain: Keychain | None,
                          f"--authfile, the docker config files or a credential helper): run "
                          f"'ocitransport login {host}' or pass --creds USER")
     return lines
+
+
+def storage_hints(errors: Sequence[tuple[str, str]]) -> list[str]:
+    """One line per registry whose storage failed in ``errors`` (full, quota, read-only): not retried."""
+    import re
+
+    from ._storage_errors import storage_cause
+
+    lines: list[str] = []
+    for _, message in errors:
+        cause = storage_cause(message)
+        if cause is None:
+            continue
+        found = re.search(r"\b(PUT|PATCH|POST|GET|HEAD|DELETE) https?://([^/\s]+)/", message)
+        who = "the registry"
+        if found:
+            side = "destination registry" if found.group(1) in ("PUT", "PATCH", "POST") else "registry"
+            who = f"the {side} {found.group(2)}"
+        line = (f"{cause.replace('the registry', who, 1)}: not retried; free space there (or raise its quota), "
+                "then run the same command again")
+        if line not in lines:
+            lines.append(line)
+    return lines

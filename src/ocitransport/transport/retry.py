@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 
 from .._numbers import is_digits, parse_number
 from .._redaction import redact_url
+from .._storage_errors import storage_cause
 from ..exceptions import ConnectError, ProtocolError, ReadError, TimeoutError, TLSError, WriteError
 from ..messages import Request, Response
 from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep, drive_async, drive_sync
@@ -80,6 +81,8 @@ def is_retryable(error: BaseException) -> bool:
         # unreachable: a host that never answered (ocitransport.reachability): fail fast.
         return False
     if isinstance(error, Error):
+        if error.status_code >= 500 and storage_cause(str(error) + error.raw_body.decode("utf-8", "replace")):
+            return False  # a full disk or a quota: no retry cures it
         return error.temporary()
     return isinstance(error, RETRYABLE_ERRORS)
 
