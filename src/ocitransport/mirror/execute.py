@@ -70,8 +70,8 @@ async def put_manifest_checked(session: Session, dst: Repository, ref: str, mani
             if attempt >= MANIFEST_RECHECKS or not references_unknown(exc):
                 raise
             session.retries += 1
-            retry_log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name, ref,
-                     exc)
+            retry_log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name,
+                           ref, exc)
             await asyncio.sleep(0.2 * (attempt + 1))  # let a concurrent writer of the same blob finish
             await recheck()
 

@@ -20,7 +20,6 @@ from ..name import Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .blobs import SizeMismatch
-from .limits import LimitExceeded, children_of
 from .manifests import (
     INDEX_TYPES,
     Descriptor,
@@ -30,6 +29,7 @@ from .manifests import (
     parse_platform,
     platform_matches,
 )
+from .limits import LimitExceeded, children_of
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session
 
@@ -178,7 +178,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
             f"@{identifier_of(src)}" if "@" in source else f":{identifier_of(src)}")
     dst = parse_reference(destination, insecure=insecure)
 
-    async def at_destination() -> tuple[str, str] | Exception | None:
+    async def at_destination() -> tuple[str, str] | None | Exception:
         try:
             rt = await session.push(dst.repository)
             return await session.head_manifest(rt, dst.repository, identifier_of(dst))
