@@ -278,8 +278,29 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+_CREDENTIALS = ("credentials: --creds / --src-creds / --dest-creds USER[:PASS] (without :PASS prompted, or read\n"
+                "  from standard input), else --authfile FILE, else $DOCKER_CONFIG/config.json or\n"
+                "  ~/.docker/config.json, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json and the\n"
+                "  credential helpers they name ('ocitransport login' writes there).\n"
+                "TLS: /etc/containers/certs.d/HOST[:PORT] or /etc/docker/certs.d/HOST[:PORT] (*.crt CAs, *.cert +\n"
+                "  *.key client pair) are read by default; --src-/--dest-cert-dir and --src-/--dest-tls-verify per side.")
+_EXITS = ("exit status: 0 done (everything copied or up to date), 1 something failed (each failure named on\n"
+          "  stderr), 2 bad usage, 130 interrupted (rerun to complete), 141 stdout closed early (| head).")
+_EPILOG = (f"examples:\n  {PROG} copy docker.io/library/alpine:3.20 registry.local:5000/alpine:3.20\n"
+           f"  {PROG} mirror --exclude -rc ghcr.io/org/app registry.local:5000/app\n"
+           f"  {PROG} sync images.yaml --dest registry.local:5000/mirror --keep-going\n"
+           f"  {PROG} login registry.local:5000 -u admin\n  {PROG} inspect registry.local:5000/app:v1\n\n"
+           f"{_CREDENTIALS}\n{_EXITS}")
+
+
+def _epilog(*examples: str) -> str:
+    lines = "\n".join(f"  {PROG} {e}" for e in examples)
+    return f"examples:\n{lines}\n\n{_CREDENTIALS}\n{_EXITS}"
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Copy and mirror container images between registries.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Copy and mirror container images between registries.",
+                                     epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="debug logs, HTTP requests included (secrets redacted)")
     parser.add_argument("--version", action=_Version, nargs=0,
@@ -287,13 +308,21 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = _options(sync=False)
 
-    cp = sub.add_parser("copy", parents=[common], help="copy one image or index",
+    raw = argparse.RawDescriptionHelpFormatter
+    cp = sub.add_parser("copy", parents=[common], help="copy one image or index", formatter_class=raw,
+                        epilog=_epilog("copy docker.io/library/alpine:3.20 registry.local:5000/alpine",
+                                       "copy --src-creds me --platform linux/arm64 ghcr.io/org/app:v1 "
+                                       "registry.local:5000/app:v1",
+                                       "copy --dest-cert-dir ./certs app@sha256:... registry.local:5000/app"),
                         description="Copy SRC (host/repo:tag or host/repo@digest) to DST (a reference, "
                                     "or a repository to keep the tag).")
     cp.add_argument("src")
     cp.add_argument("dst")
 
-    mi = sub.add_parser("mirror", parents=[common], help="mirror the tags of a repository",
+    mi = sub.add_parser("mirror", parents=[common], help="mirror the tags of a repository", formatter_class=raw,
+                        epilog=_epilog("mirror ghcr.io/org/app registry.local:5000/app",
+                                       "mirror --include '^v1\\.' --exclude -rc ghcr.io/org/app registry.local:5000/app",
+                                       "mirror --json --quiet quay.io/org/tool registry.local:5000/tool > report.json"),
                         description="Copy every tag of SRC_REPO (or those selected) to DST_REPO.")
     mi.add_argument("src_repo")
     mi.add_argument("dst_repo")
@@ -302,6 +331,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _filters(mi)
 
     sy = sub.add_parser("sync", parents=[_options(sync=True)], help="mirror what a YAML file lists",
+                        formatter_class=raw,
+                        epilog=_epilog("sync images.yaml --dest registry.local:5000/mirror",
+                                       "sync images.yaml --keep-going --retry-unreachable --json > report.json"),
                         description="Mirror the images FILE lists (skopeo sync's YAML, plus 'destination:' "
                                     "and options) into one destination registry.")
     sy.add_argument("file", metavar="FILE")

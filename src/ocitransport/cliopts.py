@@ -82,6 +82,7 @@ def keychain(args: argparse.Namespace, src: str | None = None, dest: str | None 
 
     fallback: Keychain = AuthFileKeychain(args.authfile) if getattr(args, "authfile", None) else DefaultKeychain()
     given: dict[str, Any] = {}
+    not_for_all: list[str] = []
     if getattr(args, "creds", None):
         given["*"] = (parse_creds(args.creds, "--creds"), "--creds")
     for option, name in (("src_creds", src), ("dest_creds", dest)):
@@ -91,13 +92,15 @@ def keychain(args: argparse.Namespace, src: str | None = None, dest: str | None 
         flag = f"--{option.replace('_', '-')}"
         # No registry named (sync's sources): every registry but the other side's.
         key = "*" if name is None else Registry(name).name
+        if name is None and dest is not None:
+            not_for_all.append(dest)  # sync: the sources' credentials never go to the destination
         if key in given:
             what = "every registry" if key == "*" else f"registry {key}"
             raise CredentialsError(f"{flag} and {given[key][1]} both apply to {what}: give one of them")
         given[key] = (parse_creds(value, flag), flag)
     if not given and not getattr(args, "authfile", None):
         return None
-    return CommandLineKeychain(given, fallback)
+    return CommandLineKeychain(given, fallback, not_for_all=not_for_all)
 
 
 def routed(stack: contextlib.ExitStack, client: Any, args: argparse.Namespace,

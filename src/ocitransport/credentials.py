@@ -108,13 +108,19 @@ class CommandLineKeychain:
     """``--creds`` / ``--src-creds`` / ``--dest-creds``: given credentials for given registries (or for
     every registry, key ``"*"``), every other registry asks ``fallback``."""
 
-    def __init__(self, given: Mapping[str, tuple[Basic, str]], fallback: Keychain) -> None:
+    def __init__(self, given: Mapping[str, tuple[Basic, str]], fallback: Keychain, *,
+                 not_for_all: Sequence[str] = ()) -> None:
         self._given = {("*" if k == "*" else Registry(k).name): v for k, v in given.items()}
         self.fallback = fallback
+        #: Registries the ``"*"`` entry is never sent to (sync's destination for ``--src-creds``).
+        self.not_for_all = frozenset(Registry(r).name for r in not_for_all)
 
     def _find(self, target: Target) -> tuple[Basic, str] | None:
         registry, _ = _registry_of(target)
-        return self._given.get(registry.name) or self._given.get("*")
+        found = self._given.get(registry.name)
+        if found is None and registry.name not in self.not_for_all:
+            found = self._given.get("*")
+        return found
 
     def resolve(self, target: Target) -> Authenticator:
         """The given credentials for ``target``'s registry, else the fallback's answer."""

@@ -102,3 +102,18 @@ def test_dest_cert_dir_and_certs_d(tls_registry, registry, make_repo_name, env, 
     assert main(["copy", image.reference, f"{tls_registry.host}/{repo}:v2"]) == 0
     assert main(["copy", "--dest-tls-verify=false", image.reference, f"{tls_registry.host}/{repo}:v3"]) == 0
     capsys.readouterr()
+
+
+def test_sync_with_src_and_dest_creds(basic_registry, registry_factory, make_repo_name, env, tmp_path, capsys):
+    dst = registry_factory(auth="basic")
+    repo = make_repo_name()
+    image = raw.push_image(basic_registry, repo, "v1")
+    sync_file = tmp_path / "sync.yaml"
+    sync_file.write_text(f"{basic_registry.host}:\n  images:\n    {repo}: [v1]\n")
+    argv = ["sync", str(sync_file), "--dest", f"{dst.host}/mirror"]
+    assert main([*argv, "--src-creds", f"{basic_registry.username}:{basic_registry.password}"]) == 1
+    assert "no credentials were sent" in capsys.readouterr().err  # the source's never go to the destination
+    assert main([*argv, "--src-creds", f"{basic_registry.username}:{basic_registry.password}",
+                 "--dest-creds", f"{dst.username}:{dst.password}"]) == 0, capsys.readouterr().err
+    last = repo.rsplit("/", 1)[-1]
+    assert raw.get_manifest(dst, f"mirror/{last}", "v1").body == image.manifest
