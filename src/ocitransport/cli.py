@@ -283,7 +283,8 @@ _CREDENTIALS = ("credentials: --creds / --src-creds / --dest-creds USER[:PASS] (
                 "  ~/.docker/config.json, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json and the\n"
                 "  credential helpers they name ('ocitransport login' writes there).\n"
                 "TLS: /etc/containers/certs.d/HOST[:PORT] or /etc/docker/certs.d/HOST[:PORT] (*.crt CAs, *.cert +\n"
-                "  *.key client pair) are read by default; --src-/--dest-cert-dir and --src-/--dest-tls-verify per side.")
+                "  *.key client pair) are read by default; --src-/--dest-cert-dir and --src-/--dest-tls-verify\n"
+                "  per side.")
 _EXITS = ("exit status: 0 done (everything copied or up to date), 1 something failed (each failure named on\n"
           "  stderr), 2 bad usage, 130 interrupted (rerun to complete), 141 stdout closed early (| head).")
 _EPILOG = (f"examples:\n  {PROG} copy docker.io/library/alpine:3.20 registry.local:5000/alpine:3.20\n"
@@ -321,7 +322,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     mi = sub.add_parser("mirror", parents=[common], help="mirror the tags of a repository", formatter_class=raw,
                         epilog=_epilog("mirror ghcr.io/org/app registry.local:5000/app",
-                                       "mirror --include '^v1\\.' --exclude -rc ghcr.io/org/app registry.local:5000/app",
+                                       "mirror --include '^v1\\.' --exclude -rc ghcr.io/org/app "
+                                       "registry.local:5000/app",
                                        "mirror --json --quiet quay.io/org/tool registry.local:5000/tool > report.json"),
                         description="Copy every tag of SRC_REPO (or those selected) to DST_REPO.")
     mi.add_argument("src_repo")
