@@ -77,22 +77,22 @@ class RichProgress(LineProgress):
         from rich.live import Live
         from rich.progress import (
             BarColumn,
-            DownloadColumn,
             MofNCompleteColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self.console = console if console is not None else Console(stderr=True)
         self._overall = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn(), console=self.console)
-        self._transfers = Progress(SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn(),
-                                   TransferSpeedColumn(), console=self.console)
+        from .progresscols import ByteETAColumn, MiBColumn, MiBRateColumn
+
+        self._transfers = Progress(SpinnerColumn(), TextColumn("{task.description}"), MiBColumn(),
+                                   MiBRateColumn(), ByteETAColumn(), console=self.console)
         self._live = Live(Group(self._overall, self._transfers), console=self.console, refresh_per_second=8,
                           transient=False)
         self._images = self._overall.add_task("total", total=None)
@@ -100,6 +100,8 @@ class RichProgress(LineProgress):
         self._rows: dict[Any, Any] = {}  # unit -> task id of the image's row
         self._pending: dict[Any, int] = {}
         self._pending_total = 0
+        self._sized = 0  # bytes of the blobs known to be copied (blob_sized)
+        self._row_sizes: dict[Any, int] = {}
         self._last = time.monotonic()
         self._live.start()
 
@@ -116,11 +118,22 @@ class RichProgress(LineProgress):
         if unit in self._rows:
             self._pending[unit] = self._pending.get(unit, 0) + n
 
+    def blob_sized(self, unit: Any, size: int) -> None:
+        """A blob of ``unit`` of ``size`` bytes is about to be copied (negative: it moved no bytes after all):
+        the byte totals the ETA is computed from."""
+        self._sized += size
+        self._transfers.update(self._bytes, total=max(self._sized, 1))
+        task = self._rows.get(unit)
+        if task is not None:
+            row = self._row_sizes[unit] = self._row_sizes.get(unit, 0) + size
+            self._transfers.update(task, total=max(row, 1))
+
     def image_done(self, result: Any) -> None:
         self.done += 1
         self._overall.advance(self._images)
         for unit in [u for u in self._rows if u.source == result.source and u.destination == result.destination]:
             self._pending.pop(unit, None)
+            self._row_sizes.pop(unit, None)
             self._transfers.remove_task(self._rows.pop(unit))
         if result.status == "failed":
             self.console.print(f"[red]FAILED[/] {result.source}: {result.error}", markup=True, highlight=False)

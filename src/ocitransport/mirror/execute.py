@@ -114,6 +114,9 @@ class Executor:
         self.retries = max(retries, 0)
         self._image_started = getattr(progress, "image_started", None)
         self._image_bytes = getattr(progress, "image_bytes", None)
+        # Optional: blob sizes as manifests are read (+size before a copy, -size when it moved no bytes),
+        # so a progress display has byte totals and an ETA by bytes.
+        self._blob_sized = getattr(progress, "blob_sized", None)
         self.blobs = BlobCopy(session, transfers=jobs, retries=retries,
                               on_bytes=self._on_bytes if progress is not None else None,
                               chunk_threshold=chunk_threshold, chunk_size=chunk_size)
@@ -366,7 +369,17 @@ class Executor:
         if blob.nondistributable and not self.include_nondistributable:
             log.debug("not copying non-distributable layer %s", blob.digest)
             return
-        outcome, size = await self.blobs.ensure(src, dst, blob)
+        sized = self._blob_sized
+        unit = current_unit.get() if sized is not None else None
+        if sized is not None and unit is not None:
+            sized(unit, blob.size)
+        moved = False
+        try:
+            outcome, size = await self.blobs.ensure(src, dst, blob)
+            moved = outcome == "transferred"
+        finally:
+            if sized is not None and unit is not None and not moved:
+                sized(unit, -blob.size)
         if outcome == "transferred":
             result.blobs_transferred += 1
             result.bytes_transferred += size
