@@ -479,6 +479,10 @@ def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> in
         _error(hint)
     for line in cliopts.storage_hints(report.errors):
         _error(line)
+    named = [args.src, args.dst] if args.command == "copy" else (
+        [args.src_repo, args.dst_repo] if args.command == "mirror" else [])
+    for line in cliopts.implicit_hub_hints(named, report.errors):
+        print(f"{PROG}: {line}", file=sys.stderr)
     for line in cliopts.auth_hints(report.errors, getattr(args, "keychain_used", None),
                                    getattr(args, "file_credentials", ())):
         _error(line)

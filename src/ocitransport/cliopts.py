@@ -302,3 +302,29 @@ def storage_hints(errors: Sequence[tuple[str, str]]) -> list[str]:
         if line not in lines:
             lines.append(line)
     return lines
+
+
+def implicit_hub_hints(references: Sequence[str], errors: Sequence[tuple[str, str]]) -> list[str]:
+    """For a failed reference the command line named without a registry: how it was read
+    (``myhost:5000/app`` is a registry and a repository; ``myhost:5000`` alone is Docker Hub's
+    ``library/myhost`` with tag ``5000``)."""
+    from .name import Repository
+
+    if not errors:
+        return []
+    lines = []
+    for text in references:
+        first = text.split("/", 1)[0]
+        if "/" in text and ("." in first or ":" in first or first == "localhost"):
+            continue  # a registry was named
+        repo = text.split("@", 1)[0]
+        tag = ""
+        if ":" in repo.rsplit("/", 1)[-1]:
+            repo, tag = repo.rsplit(":", 1)
+        try:
+            full = Repository(repo).name
+        except ValueError:
+            continue
+        lines.append(f"note: {text!r} names no registry and was read as {full}{':' + tag if tag else ''} "
+                     "(Docker Hub); name the registry first, e.g. registry.example:5000/REPOSITORY:TAG")
+    return lines

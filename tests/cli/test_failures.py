@@ -139,3 +139,12 @@ def test_closed_stdout_is_not_an_error(registry, make_repo_name, tmp_path):
         err = proc.stderr
         assert proc.returncode == 141, err
         assert b"BrokenPipe" not in err and b"Traceback" not in err, err
+
+
+def test_a_reference_without_registry_says_how_it_was_read(cli):
+    # Docker Hub through a proxy that refuses at once: nothing leaves the machine.
+    env = dict(os.environ, https_proxy=f"http://{REFUSED}", http_proxy=f"http://{REFUSED}", all_proxy="",
+               no_proxy="127.0.0.1")
+    result = cli("copy", "myhost:5000", f"{REFUSED}/x", env=env)
+    assert result.returncode == 1
+    assert "'myhost:5000' names no registry and was read as index.docker.io/library/myhost:5000" in result.stderr
