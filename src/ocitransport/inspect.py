@@ -309,7 +309,13 @@ def _next_page(response: Response, prefix: str) -> str:
 
 
 def _host_platform() -> str:
-    return "linux/amd64"
+    """This machine's platform in OCI terms (what skopeo picks from an index without --platform)."""
+    import platform
+
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm/v7",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "i686": "386", "i386": "386"}
+    return f"linux/{arch.get(machine, machine)}"
 
 
 def _pick_platform(index: dict[str, Any], platform: str, name: str) -> str:

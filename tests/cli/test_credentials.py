@@ -117,3 +117,18 @@ def test_sync_with_src_and_dest_creds(basic_registry, registry_factory, make_rep
                  "--dest-creds", f"{dst.username}:{dst.password}"]) == 0, capsys.readouterr().err
     last = repo.rsplit("/", 1)[-1]
     assert raw.get_manifest(dst, f"mirror/{last}", "v1").body == image.manifest
+
+
+def test_no_secret_in_verbose_logs_or_errors(basic_registry, registry, make_repo_name, env, cli):
+    repo = make_repo_name()
+    image = raw.push_image(basic_registry, repo, "v1")
+    good = cli("copy", "-v", "--src-creds", f"{basic_registry.username}:{basic_registry.password}",
+               image.reference, f"{registry.host}/{repo}:v1")
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert "Authorization" in good.stderr or "authorization" in good.stderr  # the requests were logged
+    token = base64.b64encode(f"{basic_registry.username}:{basic_registry.password}".encode()).decode()
+    for secret in (basic_registry.password, token):
+        assert secret not in good.stdout + good.stderr
+    bad = cli("ls", "-v", "--creds", "alice:Sup3r-Secret-Value", f"{basic_registry.host}/{repo}")
+    assert bad.returncode == 1 and "Sup3r-Secret-Value" not in bad.stdout + bad.stderr
+    assert base64.b64encode(b"alice:Sup3r-Secret-Value").decode() not in bad.stderr
