@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     from .exceptions import OCITransportError
 
     problem = cliopts.check(args)
+    if args.command == "blob" and "@" not in args.ref:
+        problem = f"{args.ref}: a blob is named by REPO@DIGEST"
+    if getattr(args, "retries", 0) < 0:
+        problem = "--retries must not be negative"
     for name in ("ref", "repo"):
         if not problem and getattr(args, name, None):
             problem = cliopts.check_reference(getattr(args, name))
@@ -130,10 +134,16 @@ def run(args: argparse.Namespace) -> int:
             return _login(args)
         return _inspect(args)
     except (CredentialsError, ValueError) as exc:
+        from .name import BadName
+
         _error(str(exc))
-        return 2 if isinstance(exc, ValueError) and not isinstance(exc, OCITransportError) else 1
+        # A bad reference or option value is bad usage (2); a refused logout or credential store is 1.
+        return 2 if isinstance(exc, BadName) or not isinstance(exc, OCITransportError) else 1
     except OCITransportError as exc:
         _error(str(exc))
+        hint = cliopts.unreachable_hint(args)
+        if hint:
+            _error(hint)
         target = getattr(args, "ref", None) or getattr(args, "repo", None) or args.registry
         for line in cliopts.auth_hints([(target, str(exc))], getattr(args, "keychain_used", None)):
             _error(line)
@@ -172,9 +182,14 @@ def _inspect(args: argparse.Namespace) -> int:
     keychain = args.keychain_used = cliopts.keychain(args, None, None)
     with _client(args) as client, contextlib.ExitStack() as stack:
         routed = cliopts.routed(stack, client, args, [(registry, "")], 1)
-        if getattr(args, "verbose", 0):
-            from . import transport
+        from . import transport
 
+        # As the mirror's Session: retries with backoff (each one shown), and fail fast on a registry
+        # that never answered unless --retry-unreachable.
+        cliopts.watch_retries(quiet=False)
+        routed = transport.new_retry(cliopts.fail_fast(routed, args), backoff=transport.Backoff(
+            duration=0.5, factor=2.0, jitter=0.1, steps=args.retries + 1))
+        if getattr(args, "verbose", 0):
             routed = transport.new_logger(routed)
         reg = ops.Registry(routed, keychain, insecure=cliopts.plain_http(args), retries=args.retries)
         handler: Callable[[Any, argparse.Namespace], int] = _HANDLERS[args.command]
