@@ -148,3 +148,12 @@ def test_a_reference_without_registry_says_how_it_was_read(cli):
     result = cli("copy", "myhost:5000", f"{REFUSED}/x", env=env)
     assert result.returncode == 1
     assert "'myhost:5000' names no registry and was read as index.docker.io/library/myhost:5000" in result.stderr
+
+
+def test_inspection_commands_fail_fast_too(cli):
+    started = time.monotonic()
+    result = cli("ls", f"{REFUSED}/a")
+    assert result.returncode == 1 and time.monotonic() - started < 5
+    assert "never answered" in result.stderr and "retrying" not in result.stderr
+    shown = cli("ls", "--retry-unreachable", "--retries", "1", f"{REFUSED}/a")
+    assert shown.returncode == 1 and "retrying in 0.5s (1/1)" in shown.stderr
