@@ -144,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         hint = cliopts.unreachable_hint(args)
         if hint:
             _error(hint)
+        if args.command == "login":
+            _error(f"login to {args.registry} as {args.username} failed; nothing was stored")
+            return 1
         target = getattr(args, "ref", None) or getattr(args, "repo", None) or args.registry
         for line in cliopts.auth_hints([(target, str(exc))], getattr(args, "keychain_used", None)):
             _error(line)

@@ -55,6 +55,7 @@ def test_login_verifies_stores_and_logout_removes(basic_registry, registry, make
     env.docker({})
     bad = cli("login", basic_registry.host, "-u", "alice", "--password-stdin", input="not-the-password\n")
     assert bad.returncode == 1 and "not-the-password" not in bad.stderr
+    assert "failed; nothing was stored" in bad.stderr and "no credentials were sent" not in bad.stderr
     assert json.loads((env.docker_config / "config.json").read_text()) == {}  # nothing stored
     good = cli("login", basic_registry.host, "-u", "alice", "--password-stdin",
                input=basic_registry.password + "\n")
