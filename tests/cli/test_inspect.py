@@ -88,3 +88,14 @@ def test_python_api(registry, make_repo_name):
         assert reg.list_tags(f"{registry.host}/{repo}") == ["v1"]
         body, media_type, digest = reg.manifest(image.reference)
         assert (body, digest) == (image.manifest, image.digest) and media_type == image.media_type
+
+
+def test_tag_moves_no_blob(registry, proxy_factory, make_repo_name):
+    proxy = proxy_factory(registry)
+    repo = make_repo_name()
+    image = raw.push_image(registry, repo, "v1", layers=[b"layer" * 1000])
+    assert main(["tag", f"{proxy.host}/{repo}:v1", "v1.0"]) == 0
+    assert raw.get_manifest(registry, repo, "v1.0").body == image.manifest
+    paths = [(r[0], r[1]) for r in proxy.records]
+    assert ("PUT", f"/v2/{repo}/manifests/v1.0") in paths
+    assert not any("/blobs/" in path for _, path in paths)
