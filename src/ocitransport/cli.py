@@ -1,9 +1,11 @@
-"""The ``ocitransport`` command line: ``copy``, ``mirror``, ``sync`` and ``demo`` (also ``python -m ocitransport``).
+"""The ``ocitransport`` command line: ``copy``, ``mirror``, ``sync``, ``demo``, ``login`` / ``logout`` and the
+inspection commands of :mod:`ocitransport.commands` (also ``python -m ocitransport``).
 
 Exit status: 0 when every image was copied or skipped, 1 when something failed (each failure named on
-stderr), 2 for bad usage (bad options, references, regular expressions or sync files). Errors are one
-line each (``ocitransport: error: ...``), never a traceback. On a terminal (with ``rich`` installed)
-progress is drawn as bars and the run ends with a summary table; otherwise one line per image.
+stderr), 2 for bad usage (bad options, references, regular expressions or sync files), 130 after Ctrl-C,
+141 when stdout was closed early. Errors are one line each (``ocitransport: error: ...``), never a
+traceback. On a terminal (with ``rich`` installed) progress is drawn as bars and the run ends with a
+summary table; otherwise one line per image. Each retry is one line as it happens.
 """
 
 from __future__ import annotations
