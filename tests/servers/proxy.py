@@ -93,6 +93,7 @@ class _Script:
     status: int = 0
     retry_after: str | None = None
     seconds: float = 0.0
+    body: bytes | None = None  # "status": this body instead of the generic registry-style error
 
     def matches(self, method: str, path: str, body_length: int | None = None) -> bool:
         if self.kind == "cut_request" and body_length is not None and body_length <= self.after:
@@ -322,10 +323,11 @@ class FaultProxy(SocketServer):
         self._add(_Script("reset_after", method, path_contains, times))
 
     def answer_status(self, status: int, *, times: int = 1, retry_after: str | None = None,
-                      method: str | None = None, path_contains: str = "") -> None:
+                      method: str | None = None, path_contains: str = "", body: bytes | None = None) -> None:
         """The proxy itself answers the next ``times`` matching requests with ``status`` (a registry-style
-        JSON error body; ``Retry-After: retry_after`` when given)."""
-        self._add(_Script("status", method, path_contains, times, status=status, retry_after=retry_after))
+        JSON error body, or ``body``; ``Retry-After: retry_after`` when given)."""
+        self._add(_Script("status", method, path_contains, times, status=status, retry_after=retry_after,
+                          body=body))
 
     def hold_request(self, seconds: float, *, method: str | None = None, path_contains: str = "",
                      times: int = 1) -> None:
@@ -596,7 +598,8 @@ class _Session:
             close = expects_continue or head.wants_close
             if not close:  # consume the request body so the connection stays usable
                 _relay_body(self.client_reader, head, lambda raw, n: True)
-            body = _error_body(status, f"injected by the test proxy ({status})")
+            body = (script.body if script is not None and script.body is not None
+                    else _error_body(status, f"injected by the test proxy ({status})"))
             try:
                 reason = HTTPStatus(status).phrase
             except ValueError:

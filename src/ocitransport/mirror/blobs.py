@@ -28,6 +28,8 @@ from .manifests import Descriptor
 from .session import DigestMismatch, MirrorError, Session, Upload
 
 log = logging.getLogger("ocitransport.mirror")
+#: Retries, one INFO record each as it happens (the command line shows them without -v).
+retry_log = logging.getLogger("ocitransport.retry")
 
 Outcome = Literal["transferred", "mounted", "skipped"]
 
@@ -205,8 +207,8 @@ class BlobCopy:
                 attempt += 1
                 session.retries += 1
                 delay = _backoff(attempt)
-                log.info("retrying upload of %s to %s after: %s (attempt %d in %.1fs)", blob.digest, dst.name,
-                         exc, attempt + 1, delay)
+                retry_log.info("upload of %s to %s: retrying in %.1fs (%d/%d) after: %s", blob.digest, dst.name,
+                               delay, attempt, self.retries, exc)
                 await asyncio.sleep(delay)
             mount_from = None  # a mount refused once is not asked again on retries
 
@@ -320,7 +322,7 @@ class _BlobTransfer:
                 # The first failure after progress resumes at once (the status request has the retry
                 # layer's own backoff); failures in a row back off.
                 delay = _backoff(failures - 1) if failures > 1 else 0.0
-                log.info("upload of %s to %s broke after %d of %d bytes (%s); resuming in %.1fs",
+                retry_log.info("upload of %s to %s broke after %d of %d bytes (%s); resuming in %.1fs",
                          self.blob.digest, self.dst.name, self.upload.offset, self.blob.size, exc, delay)
                 await asyncio.sleep(delay)
                 recover = True

@@ -32,6 +32,8 @@ from .report import ImageResult, Report
 from .session import MirrorError, Session
 
 log = logging.getLogger("ocitransport.mirror")
+#: Retries, one INFO record each as it happens (the command line shows them without -v).
+retry_log = logging.getLogger("ocitransport.retry")
 
 #: The child copies of one unit, by digest (each distinct child is copied once per unit).
 _Tree = dict[str, "asyncio.Future[None]"]
@@ -68,8 +70,8 @@ async def put_manifest_checked(session: Session, dst: Repository, ref: str, mani
             if attempt >= MANIFEST_RECHECKS or not references_unknown(exc):
                 raise
             session.retries += 1
-            log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name, ref,
-                     exc)
+            retry_log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name,
+                           ref, exc)
             await asyncio.sleep(0.2 * (attempt + 1))  # let a concurrent writer of the same blob finish
             await recheck()
 
@@ -112,6 +114,9 @@ class Executor:
         self.retries = max(retries, 0)
         self._image_started = getattr(progress, "image_started", None)
         self._image_bytes = getattr(progress, "image_bytes", None)
+        # Optional: blob sizes as manifests are read (+size before a copy, -size when it moved no bytes),
+        # so a progress display has byte totals and an ETA by bytes.
+        self._blob_sized = getattr(progress, "blob_sized", None)
         self.blobs = BlobCopy(session, transfers=jobs, retries=retries,
                               on_bytes=self._on_bytes if progress is not None else None,
                               chunk_threshold=chunk_threshold, chunk_size=chunk_size)
@@ -264,7 +269,8 @@ class Executor:
                 if attempt < self.retries and transient(exc):
                     self.session.retries += 1
                     delay = min(0.5 * 2 ** attempt, 8.0)
-                    log.info("retrying %s in %.1fs: %s", unit.source, delay, describe(exc))
+                    retry_log.info("%s: retrying the image in %.1fs (%d/%d) after: %s", unit.source, delay,
+                                   attempt + 1, self.retries, describe(exc))
                     await asyncio.sleep(delay)
                     continue
                 result.status = "failed"
@@ -363,7 +369,17 @@ class Executor:
         if blob.nondistributable and not self.include_nondistributable:
             log.debug("not copying non-distributable layer %s", blob.digest)
             return
-        outcome, size = await self.blobs.ensure(src, dst, blob)
+        sized = self._blob_sized
+        unit = current_unit.get() if sized is not None else None
+        if sized is not None and unit is not None:
+            sized(unit, blob.size)
+        moved = False
+        try:
+            outcome, size = await self.blobs.ensure(src, dst, blob)
+            moved = outcome == "transferred"
+        finally:
+            if sized is not None and unit is not None and not moved:
+                sized(unit, -blob.size)
         if outcome == "transferred":
             result.blobs_transferred += 1
             result.bytes_transferred += size

@@ -34,6 +34,8 @@ from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_
 from .session import DigestMismatch, MirrorError, Session
 
 log = logging.getLogger("ocitransport.mirror")
+#: Retries, one INFO record each as it happens (the command line shows them without -v).
+retry_log = logging.getLogger("ocitransport.retry")
 T = TypeVar("T")
 
 #: Attempts of one planning step (a tag list, one image's HEADs and manifests, its referrers) that fails
@@ -63,7 +65,8 @@ async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLA
             if attempt + 1 >= attempts or not transient(exc):
                 raise
             delay = min(0.25 * 2 ** attempt, 2.0)
-            log.info("planning %s: retrying in %.2fs after: %s", what, delay, describe(exc))
+            retry_log.info("planning %s: retrying in %.1fs (%d/%d) after: %s", what, delay, attempt + 1,
+                           attempts - 1, describe(exc))
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
@@ -83,7 +86,7 @@ async def read_manifest(session: Session, rt: RoundTripper, repo: Repository, re
             if attempt + 1 >= MANIFEST_READS:
                 raise
             session.retries += 1
-            log.info("reading %s:%s again after: %s", repo.name, ref, describe(exc))
+            retry_log.info("reading %s:%s again after: %s", repo.name, ref, describe(exc))
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -366,7 +369,7 @@ async def plan_repository(session: Session, source: str, destination: str, *,
                     if attempt + 1 >= MANIFEST_READS or isinstance(exc, LimitExceeded):
                         raise
                     session.retries += 1
-                    log.info("listing the tags of %s again after: %s", src_repo.name, describe(exc))
+                    retry_log.info("listing the tags of %s again after: %s", src_repo.name, describe(exc))
             raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
         names = await again(listed, f"tags of {src_repo.name}")

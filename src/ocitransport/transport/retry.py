@@ -18,12 +18,15 @@ from email.utils import parsedate_to_datetime
 
 from .._numbers import is_digits, parse_number
 from .._redaction import redact_url
+from .._storage_errors import storage_cause
 from ..exceptions import ConnectError, ProtocolError, ReadError, TimeoutError, TLSError, WriteError
 from ..messages import Request, Response
 from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep, drive_async, drive_sync
 from .errors import MAX_ERROR_BODY, Error, make_error
 
 log = logging.getLogger("ocitransport")
+#: One INFO record per retry, as it happens (the command line shows them without -v).
+retry_log = logging.getLogger("ocitransport.retry")
 
 #: The one cap on a server-driven wait: the longest ``Retry-After`` the retry layer waits out
 #: (``Retry.max_retry_after``) and the longest pause the limit layer puts on a registry
@@ -74,11 +77,20 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ConnectError, ReadError, Wr
 
 def is_retryable(error: BaseException) -> bool:
     """The default predicate: temporary registry errors and transient network failures (not TLS)."""
-    if isinstance(error, TLSError):
+    if isinstance(error, TLSError) or getattr(error, "unreachable", False):
+        # unreachable: a host that never answered (ocitransport.reachability): fail fast.
         return False
     if isinstance(error, Error):
+        if error.status_code >= 500 and storage_cause(str(error) + error.raw_body.decode("utf-8", "replace")):
+            return False  # a full disk or a quota: no retry cures it
         return error.temporary()
     return isinstance(error, RETRYABLE_ERRORS)
+
+
+def _reason(response: Response | None, error: BaseException | None) -> str:
+    if response is not None:
+        return f"HTTP {response.status}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -216,6 +228,10 @@ class Retry(Layer):
                     delay = max(delay, after)
             attempt += 1
             waited += delay
+            what = f"{request.method} {redact_url(request.url)}"
+            reason = _reason(response, error)
+            retry_log.info("%s: retrying in %.1fs (%d/%d) after: %s", what, delay, attempt, len(delays),
+                           reason[len(what) + 2:] if reason.startswith(f"{what}: ") else reason)
             yield Sleep(delay)
             request.rewind()
             response, error = None, None
