@@ -267,9 +267,9 @@ def test_verify_takes_an_ssl_context(kind: str, tls_registry) -> None:
     unverified.verify_mode = ssl.CERT_NONE
     with httpx.Client(transport=_transport(kind, verify=unverified)) as client:
         assert client.get(f"{tls_registry.url}/v2/").status_code == 200
-    with httpx.Client(transport=_transport(kind, verify=ssl.create_default_context())) as client:
-        with pytest.raises(httpx.ConnectError):
-            client.get(f"{tls_registry.url}/v2/")
+    with httpx.Client(transport=_transport(kind, verify=ssl.create_default_context())) as client, \
+            pytest.raises(httpx.ConnectError):
+        client.get(f"{tls_registry.url}/v2/")
 
 
 def test_trace_extension_is_called(make_httpx: Make, fault_server) -> None:
@@ -372,9 +372,9 @@ def test_write_timeout_with_a_longer_read_timeout(kind: str, face: str) -> None:
     start = time.monotonic()
     try:
         if face == "sync":
-            with httpx.Client(transport=HTTPXTransport() if kind == "ours" else httpx.HTTPTransport()) as c:
-                with pytest.raises(httpx.WriteTimeout):
-                    c.put(server.url, content=data, timeout=timeout)
+            with httpx.Client(transport=HTTPXTransport() if kind == "ours" else httpx.HTTPTransport()) as c, \
+                    pytest.raises(httpx.WriteTimeout):
+                c.put(server.url, content=data, timeout=timeout)
         else:
             async def main() -> None:
                 transport = AsyncHTTPXTransport() if kind == "ours" else httpx.AsyncHTTPTransport()

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from excused import EXCUSED  # noqa: E402
+from excused import EXCUSED
 
 
 def outcomes(path: str) -> dict[str, str]:

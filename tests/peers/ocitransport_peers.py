@@ -73,9 +73,9 @@ def _guard_sockets() -> None:
         return original_getaddrinfo(host, *args, **kwargs)
 
     def _check(sock: socket.socket, address: Any) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
-            if not is_loopback(address[0]):
-                raise _blocked(address[0])
+        if (sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple)
+                and not is_loopback(address[0])):
+            raise _blocked(address[0])
 
     def connect(self: socket.socket, address: Any) -> None:
         _check(self, address)

@@ -29,7 +29,7 @@ import http.client
 import io
 import os
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
@@ -247,7 +247,7 @@ def _body(body: Any) -> Any:
 def _headers(headers: Any) -> Headers:
     if type(headers) is CaseInsensitiveDict:
         # What PreparedRequest holds: its store already has the (name as given, value) pairs.
-        pairs = list(headers._store.values())
+        pairs = list(headers._store.values())  # type: ignore[attr-defined, unused-ignore]
         if all(type(name) is str and type(value) is str for name, value in pairs):
             return Headers._from_list(pairs)
     items = []
@@ -279,7 +279,7 @@ def _translate(items: list[tuple[str, str]]) -> tuple[CaseInsensitiveDict[str], 
             group.append(value)
             store[key] = (group[0], ", ".join(group[1:]))
     headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
-    headers._store = store  # type: ignore[assignment]
+    headers._store = store  # type: ignore[attr-defined, assignment, unused-ignore]
     return headers, groups
 
 
@@ -361,7 +361,7 @@ class RequestsAdapter(BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: bool | str = True, cert: Any = None,
-             proxies: dict[str, str] | None = None) -> requests.Response:
+             proxies: Mapping[str, str] | None = None) -> requests.Response:
         """Send a ``PreparedRequest`` and return a ``requests.Response`` (see the module docstring)."""
         url = request.url
         assert url is not None
@@ -432,7 +432,7 @@ class RequestsAdapter(BaseAdapter):
                 # Nothing to decode: hand requests the body we already hold (Session skips its read).
                 # ``raw`` is then at its end, as stock's is once ``content`` has read it.
                 r._content = content
-                r._content_consumed = True
+                r._content_consumed = True  # type: ignore[attr-defined, unused-ignore]
                 fp.seek(0, io.SEEK_END)
             raw = _raw(resp, method, url, fp, items, groups)
         r.status_code = resp.status
@@ -443,7 +443,7 @@ class RequestsAdapter(BaseAdapter):
         r.url = url
         if "set-cookie" in groups or "set-cookie2" in groups:
             # Without these headers the jar has nothing to take (stock's call would be a no-op).
-            extract_cookies_to_jar(r.cookies, req, raw)
+            extract_cookies_to_jar(r.cookies, req, raw)  # type: ignore[no-untyped-call, unused-ignore]
         r.request = req
         r.connection = self  # type: ignore[assignment]
         return r
