@@ -18,12 +18,13 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..exceptions import OCITransportError
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
 from .execute import Progress, execute_plan
 from .manifests import ManifestError
+from .options import PoolLimits, RegistryTLS, RunOptions, pool_limits
 from .plan import ImageUnit, Plan, describe, plan_reference
 from .plan import plan_repository as _plan_repository
 from .report import ImageResult, Report
@@ -44,7 +45,9 @@ __all__ = [
     "PlanExecutor",
     "Progress",
     "PullQuota",
+    "RegistryTLS",
     "Report",
+    "RunOptions",
     "SourceRegistry",
     "SyncConfig",
     "SyncConfigError",
@@ -71,16 +74,9 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]
 
 
-class _PoolLimits(TypedDict):
-    max_connections: int
-    max_connections_per_host: int
-
-
-def _pool_limits(jobs: int) -> _PoolLimits:
-    """Connection-pool sizes for a Client that runs ``jobs`` images at once: a streamed copy holds a
-    connection to each side, planning and blob checks a few more; below this the pool, not ``jobs``,
-    would bound the concurrency (the Client's defaults are 128 in all, 16 per host)."""
-    return _PoolLimits(max_connections=max(128, jobs * 4), max_connections_per_host=max(16, jobs * 2))
+def _pool_limits(jobs: int) -> PoolLimits:
+    """Connection-pool sizes for ``jobs`` images at once (see :func:`.options.pool_limits`)."""
+    return pool_limits(jobs)
 
 
 class _Owned:
@@ -95,7 +91,7 @@ class _Owned:
         if self.client is None:
             from ..client import Client
 
-            self.client = Client(**_pool_limits(self.jobs))
+            self.client = Client(**pool_limits(self.jobs))
         return self.client
 
     def __exit__(self, *exc: object) -> None:
@@ -103,9 +99,17 @@ class _Owned:
             self.client.close()
 
 
-def _check_jobs(jobs: int) -> None:
-    if jobs < 1:
-        raise ValueError("jobs must be greater than zero")
+def _options(jobs: int, retries: int, include_nondistributable: bool, chunk_threshold: int, chunk_size: int,
+             platforms: Sequence[str] | None, referrers: bool, allow_private_storage: Sequence[str]) -> RunOptions:
+    """The run's options from the library keywords (validated once, here)."""
+    return RunOptions().with_(jobs=jobs, retries=max(retries, 0), include_nondistributable=include_nondistributable,
+                              chunk_threshold=chunk_threshold, chunk_size=chunk_size, platforms=platforms or (),
+                              referrers=referrers, allow_private_storage=allow_private_storage)
+
+
+def _session(client: Client, keychain: Keychain | None, options: RunOptions) -> Session:
+    """The Session a run plans and executes on, as ``options`` says."""
+    return Session(client, keychain, retries=options.retries, allow_private_storage=options.allow_private_storage)
 
 
 async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[str], insecure: bool,
@@ -139,16 +143,16 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
     (RFC 1918 / ULA) addresses, such as on-prem MinIO (a registry on a loopback or private address gets
     this anyway; link-local, unspecified and multicast addresses are refused always).
     """
-    _check_jobs(jobs)
+    options = _options(jobs, retries, include_nondistributable, chunk_threshold, chunk_size, platforms, referrers,
+                       allow_private_storage)
     started = time.monotonic()
     with _Owned(client, jobs) as c:
         async def main() -> Report:
-            session = Session(c, keychain, retries=retries, allow_private_storage=allow_private_storage)
-            plan = await _plan_copy(session, src, dst, platforms or (), insecure, referrers)
-            return await execute_plan(session, plan, jobs=jobs, retries=retries,
-                                      include_nondistributable=include_nondistributable,
-                                      keep_going=keep_going, dry_run=dry_run, progress=progress,
-                                      started=started, chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+            session = _session(c, keychain, options)
+            plan = await _plan_copy(session, src, dst, options.platforms, insecure, referrers)
+            plan.options = options
+            return await execute_plan(session, plan, keep_going=keep_going, dry_run=dry_run, progress=progress,
+                                      started=started)
         return _run(main)
 
 
@@ -189,12 +193,13 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
     """:func:`mirror_repository` for several ``(src_repo, dst_repo)`` pairs in one run: one plan, one
     pool of workers, and blobs shared between destination repositories are uploaded once and mounted
     into the others."""
-    _check_jobs(jobs)
+    options = _options(jobs, retries, include_nondistributable, chunk_threshold, chunk_size, platforms, referrers,
+                       allow_private_storage)
     started = time.monotonic()
     with _Owned(client, jobs) as c:
         async def main() -> Report:
-            session = Session(c, keychain, retries=retries, allow_private_storage=allow_private_storage)
-            plan = Plan()
+            session = _session(c, keychain, options)
+            plan = Plan(options=options)
             for src_repo, dst_repo in pairs:
                 try:
                     part = await _plan_repository(session, src_repo, dst_repo, tags=tags, include=include,
@@ -204,10 +209,8 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                     part = Plan(errors=[(src_repo, describe(exc))])
                 plan.units.extend(part.units)
                 plan.errors.extend(part.errors)
-            return await execute_plan(session, plan, jobs=jobs, retries=retries,
-                                      include_nondistributable=include_nondistributable,
-                                      keep_going=keep_going, dry_run=dry_run, progress=progress,
-                                      started=started, chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+            return await execute_plan(session, plan, keep_going=keep_going, dry_run=dry_run, progress=progress,
+                                      started=started)
         return _run(main)
 
 
@@ -235,12 +238,10 @@ def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychai
             progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
             chunk_size: int = CHUNK_SIZE, allow_private_storage: Sequence[str] = ()) -> Report:
     """Run planned units (from any plan, possibly made elsewhere) and report."""
-    _check_jobs(jobs)
+    options = _options(jobs, retries, include_nondistributable, chunk_threshold, chunk_size, (), True,
+                       allow_private_storage)
     started = time.monotonic()
-    plan = Plan(units=list(units))
+    plan = Plan(units=list(units), options=options)
     with _Owned(client, jobs) as c:
-        return _run(lambda: execute_plan(Session(c, keychain, retries=retries,
-                                                 allow_private_storage=allow_private_storage), plan, jobs=jobs, retries=retries,
-                                     include_nondistributable=include_nondistributable, keep_going=keep_going,
-                                     dry_run=False, progress=progress, started=started,
-                                     chunk_threshold=chunk_threshold, chunk_size=chunk_size))
+        return _run(lambda: execute_plan(_session(c, keychain, options), plan, keep_going=keep_going,
+                                         dry_run=False, progress=progress, started=started))

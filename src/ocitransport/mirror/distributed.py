@@ -56,10 +56,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..name import Repository, parse_reference
 from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
-from .blobs import BlobCopy
+from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .execute import Executor, Progress, put_manifest_checked
 from .limits import blobs_of, children_of, gather_or_cancel
 from .manifests import Descriptor, Manifest, parse_manifest
+from .options import RegistryTLS, RunOptions, pool_limits, tls_transport
 from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of, read_manifest
 from .report import ImageResult, Report
 from .session import PullQuota, Session
@@ -237,6 +238,18 @@ class WorkerOptions:
     policy: LimitPolicy | None = None
     #: Registries whose storage may be on private addresses (``Session(allow_private_storage=)``).
     allow_private_storage: tuple[str, ...] = ()
+    #: Per-registry TLS paths of the run (``RunOptions.tls``): the worker's Client honours them.
+    tls: tuple[RegistryTLS, ...] = ()
+    chunk_threshold: int = CHUNK_THRESHOLD
+    chunk_size: int = CHUNK_SIZE
+
+    @classmethod
+    def of(cls, options: RunOptions, *, pause_refresh: float = DEFAULT_PAUSE_REFRESH,
+           policy: LimitPolicy | None = None, allow_private_storage: Iterable[str] = ()) -> WorkerOptions:
+        """What a worker needs of a plan's :class:`RunOptions` (plus the executor's own settings)."""
+        return cls(retries=options.retries, transfers=options.jobs, pause_refresh=pause_refresh, policy=policy,
+                   allow_private_storage=tuple(sorted({*options.allow_private_storage, *allow_private_storage})),
+                   tls=options.tls, chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size)
 
 
 @dataclass(frozen=True)
@@ -356,20 +369,23 @@ class _WorkerMirror:
 
     def __init__(self, worker: distributed.Worker, options: WorkerOptions) -> None:
         from ..client import Client
-        from . import _pool_limits
 
         self.worker = worker
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="ocitransport-mirror-loop",
                                        daemon=True)
         self.thread.start()
-        self.client = Client(**_pool_limits(options.transfers))
+        self.client = Client(**pool_limits(options.transfers))
+        # Registries with TLS settings of their own get a Client each (closed with this state).
+        self._tls = contextlib.ExitStack()
+        transport = self._tls.enter_context(tls_transport(self.client, options.tls, options.transfers))
         self.pauses = ClusterPauses(lambda: worker.client, refresh=options.pause_refresh)
         self.limits = SharedLimits(self.pauses, options.policy)
         # The worker's own DefaultKeychain: credentials never travel with tasks.
-        self.session = Session(self.client, retries=options.retries, limits=self.limits,
+        self.session = Session(transport, retries=options.retries, limits=self.limits,  # type: ignore[arg-type]
                                allow_private_storage=options.allow_private_storage)
-        self.blobs = BlobCopy(self.session, transfers=options.transfers, retries=options.retries)
+        self.blobs = BlobCopy(self.session, transfers=options.transfers, retries=options.retries,
+                              chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size)
         self.retries = options.retries
         self.transfers = options.transfers
         self._semaphores: dict[str, distributed.Semaphore] = {}
@@ -421,6 +437,7 @@ class _WorkerMirror:
         self.pauses.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self._tls.close()
         self.client.close()
 
 
@@ -432,7 +449,9 @@ class MirrorWorker(WorkerPlugin):
 
     def __init__(self) -> None:
         self.worker: distributed.Worker | None = None
+        #: The first state made (the one most runs use); ``_states`` has one per distinct options.
         self._state: _WorkerMirror | None = None
+        self._states: dict[WorkerOptions, _WorkerMirror] = {}
         self._lock: threading.Lock | None = None
 
     def setup(self, worker: distributed.Worker) -> None:
@@ -440,16 +459,21 @@ class MirrorWorker(WorkerPlugin):
         self._lock = threading.Lock()
 
     def teardown(self, worker: distributed.Worker) -> None:
-        state, self._state = self._state, None
-        if state is not None:
+        states, self._states, self._state = list(self._states.values()), {}, None
+        for state in states:
             state.close()
 
     def state(self, options: WorkerOptions) -> _WorkerMirror:
+        """The mirror state for ``options``: a run with other TLS settings, chunking or retries gets
+        its own Client and Session (tasks of one run always share one)."""
         assert self._lock is not None and self.worker is not None, "plugin not set up"
         with self._lock:
-            if self._state is None:
-                self._state = _WorkerMirror(self.worker, options)
-            return self._state
+            state = self._states.get(options)
+            if state is None:
+                state = self._states[options] = _WorkerMirror(self.worker, options)
+                if self._state is None:
+                    self._state = state
+            return state
 
 
 def _mirror(options: WorkerOptions) -> _WorkerMirror:
@@ -562,9 +586,9 @@ def run_image_task(spec: ImageTask, placed: list[dict[str, Any]],
     ``ImageResult`` as a dict. Never raises for registry failures."""
     mirror = _mirror(spec.options)
     mirror.seed(placed)
+    # One BlobCopy per worker state: dedup and mounts across its tasks.
     executor = Executor(mirror.session, jobs=mirror.transfers, retries=mirror.retries,
-                        include_nondistributable=spec.include_nondistributable)
-    executor.blobs = mirror.blobs  # one BlobCopy per worker: dedup and mounts across its tasks
+                        include_nondistributable=spec.include_nondistributable, blobs=mirror.blobs)
     _ship(mirror.session, spec.manifests)
     with mirror.leases(spec.leases):
         result = mirror.run(executor.run_unit(spec.unit))
@@ -574,10 +598,21 @@ def run_image_task(spec: ImageTask, placed: list[dict[str, Any]],
 def _worker_counters(dask_worker: distributed.Worker) -> dict[str, Any]:
     """This worker's retry count and politeness counters so far (for the run's report)."""
     plugin = dask_worker.plugins.get(PLUGIN_NAME)
-    state = getattr(plugin, "_state", None)
-    if state is None:
+    states = list(getattr(plugin, "_states", {}).values())
+    if not states:
         return {}
-    return {"retries": int(state.session.retries), **asdict(state.limits.stats())}
+    out: dict[str, Any] = {"retries": sum(int(s.session.retries) for s in states)}
+    for state in states:
+        for name, value in asdict(state.limits.stats()).items():
+            if not isinstance(value, (int, float)):
+                out.setdefault(name, value)  # not a counter: the first state's
+            elif name == "lowest_limit":
+                out[name] = min(out.get(name) or value, value) if value else out.get(name, 0)
+            elif name == "paused_seconds":
+                out[name] = max(out.get(name, 0.0), value)
+            else:
+                out[name] = out.get(name, 0) + value
+    return out
 
 
 # ------------------------------------------------------------------------------------------ submit side
@@ -720,17 +755,21 @@ class DaskExecutor:
         limits = ((r, self.registry_limits.get(r, self.default_limit)) for r in sorted(set(registries)))
         return tuple((r, n if 0 < n < threads else 0) for r, n in limits)
 
-    def graph(self, plan: Plan, *, jobs: int = 8, retries: int = 3,
-              include_nondistributable: bool = False) -> TaskGraph:
-        """The tasks ``execute`` would submit for ``plan`` (reads manifests, writes nothing)."""
+    def graph(self, plan: Plan, *, jobs: int | None = None, retries: int | None = None,
+              include_nondistributable: bool | None = None) -> TaskGraph:
+        """The tasks ``execute`` would submit for ``plan`` (reads manifests, writes nothing), with
+        ``plan.options`` (the keywords, when given, override them)."""
         from ..client import Client
 
-        with Client() as local:
-            session = Session(local, self.keychain, retries=retries)
-            expanded = _run(lambda: _expand(session, plan.units, jobs))
-        options = WorkerOptions(retries=retries, transfers=jobs, pause_refresh=self.pause_refresh,
-                                policy=self.policy,
-                                allow_private_storage=tuple(sorted(self.allow_private_storage)))
+        run = _override(plan.options, jobs, retries, include_nondistributable)
+        jobs, include_nondistributable = run.jobs, run.include_nondistributable
+        # The manifests are read with the run's TLS settings, as the workers will read them.
+        with Client() as local, tls_transport(local, run.tls, jobs) as rt:
+            session = Session(rt, self.keychain, retries=run.retries,  # type: ignore[arg-type]
+                              allow_private_storage=(*run.allow_private_storage, *self.allow_private_storage))
+            expanded = _run(lambda: _expand(session, plan.units, run.jobs))
+        options = WorkerOptions.of(run, pause_refresh=self.pause_refresh, policy=self.policy,
+                                   allow_private_storage=self.allow_private_storage)
         # Measured when the graph is made: workers added later (an adaptive cluster) are not counted.
         threads = sum(self.client.nthreads().values())  # type: ignore[no-untyped-call]
         graph = TaskGraph(pull_quota=dict(session.pull_quota))
@@ -814,15 +853,17 @@ class DaskExecutor:
             log.debug("could not read the workers' counters: %s", exc)
             return {}
 
-    def execute(self, plan: Plan, *, jobs: int = 8, retries: int = 3, keep_going: bool = True,
-                include_nondistributable: bool = False, progress: Progress | None = None) -> Report:
-        """Run ``plan`` on the cluster and report (one ``ImageResult`` per unit, in plan order).
+    def execute(self, plan: Plan, *, jobs: int | None = None, retries: int | None = None, keep_going: bool = True,
+                include_nondistributable: bool | None = None, progress: Progress | None = None) -> Report:
+        """Run ``plan`` on the cluster with ``plan.options`` and report (one ``ImageResult`` per unit, in
+        plan order). ``jobs`` / ``retries`` / ``include_nondistributable``, when given, override the
+        plan's options.
 
         ``jobs``: concurrent manifest reads while building the graph, and streamed blob copies per
         worker. ``retries``: per request (workers' retry layer) and per blob copy. ``keep_going=False``
         cancels what has not finished after the first failed image. Never raises for registry failures.
         """
-        if jobs < 1:
+        if jobs is not None and jobs < 1:
             raise ValueError("jobs must be greater than zero")
         started = time.monotonic()
         report = Report.of_plan(plan.errors)
@@ -899,6 +940,19 @@ class DaskExecutor:
                     self._futures.pop(k, None)
                 break
         return results
+
+
+def _override(options: RunOptions, jobs: int | None, retries: int | None,
+              include_nondistributable: bool | None) -> RunOptions:
+    """``options`` with the keywords a caller gave (``None``: keep the plan's)."""
+    changes: dict[str, Any] = {}
+    if jobs is not None:
+        changes["jobs"] = jobs
+    if retries is not None:
+        changes["retries"] = max(retries, 0)
+    if include_nondistributable is not None:
+        changes["include_nondistributable"] = include_nondistributable
+    return options.with_(**changes) if changes else options
 
 
 def _note_counters(report: Report, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> None:

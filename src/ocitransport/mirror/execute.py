@@ -17,6 +17,7 @@ from ..name import Repository, parse_reference
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .limits import blobs_of, children_of, gather_or_cancel
 from .manifests import Descriptor, Manifest
+from .options import RunOptions
 from .plan import (
     ImageUnit,
     Plan,
@@ -101,7 +102,7 @@ class Executor:
     def __init__(self, session: Session, *, jobs: int = 8, retries: int = 3,
                  include_nondistributable: bool = False, keep_going: bool = True,
                  progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+                 chunk_size: int = CHUNK_SIZE, blobs: BlobCopy | None = None) -> None:
         if jobs < 1:
             raise ValueError("jobs must be greater than zero")
         self.session = session
@@ -112,9 +113,19 @@ class Executor:
         self.retries = max(retries, 0)
         self._image_started = getattr(progress, "image_started", None)
         self._image_bytes = getattr(progress, "image_bytes", None)
-        self.blobs = BlobCopy(session, transfers=jobs, retries=retries,
-                              on_bytes=self._on_bytes if progress is not None else None,
-                              chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+        #: The blob copier (given: shared with other executors, as a dask worker's tasks share one).
+        self.blobs = blobs if blobs is not None else BlobCopy(
+            session, transfers=jobs, retries=retries, on_bytes=self._on_bytes if progress is not None else None,
+            chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+
+    @classmethod
+    def of(cls, session: Session, options: RunOptions, *, keep_going: bool = True,
+           progress: Progress | None = None, blobs: BlobCopy | None = None) -> Executor:
+        """An executor honouring ``options`` (a Plan's :class:`RunOptions`)."""
+        return cls(session, jobs=options.jobs, retries=options.retries,
+                   include_nondistributable=options.include_nondistributable, keep_going=keep_going,
+                   progress=progress, chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size,
+                   blobs=blobs)
 
     def _on_bytes(self, n: int) -> None:
         assert self.progress is not None
@@ -373,10 +384,10 @@ class Executor:
             result.blobs_skipped += 1
 
 
-async def execute_plan(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
-                       keep_going: bool, dry_run: bool, progress: Progress | None, started: float,
-                       chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
-    """Run a plan on this event loop with one :class:`Executor` (or only list it, with ``dry_run``).
+async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_run: bool,
+                       progress: Progress | None, started: float) -> Report:
+    """Run a plan on this event loop with one :class:`Executor` honouring ``plan.options`` (or only list
+    it, with ``dry_run``).
 
     Planning failures are in the report first; with ``keep_going=False`` they stop the run before any
     unit starts (the units are counted as not attempted)."""
@@ -391,9 +402,7 @@ async def execute_plan(session: Session, plan: Plan, *, jobs: int, retries: int,
         return report
     if plan.errors and not keep_going:
         return report.not_started(len(plan.units), started)
-    executor = Executor(session, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable,
-                        keep_going=keep_going, progress=progress, chunk_threshold=chunk_threshold,
-                        chunk_size=chunk_size)
+    executor = Executor.of(session, plan.options, keep_going=keep_going, progress=progress)
     await executor.run(plan.units, report)
     report.duration = time.monotonic() - started
     return report

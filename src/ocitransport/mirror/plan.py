@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -20,6 +19,7 @@ from ..name import Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .blobs import SizeMismatch
+from .limits import LimitExceeded, children_of
 from .manifests import (
     INDEX_TYPES,
     Descriptor,
@@ -29,7 +29,7 @@ from .manifests import (
     parse_platform,
     platform_matches,
 )
-from .limits import LimitExceeded, children_of
+from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session
 
@@ -115,25 +115,20 @@ class ImageUnit:
     depends_on: str = ""
 
 
-#: Per Session: destinations its own planning just read and found not at their target digest
-#: (destination -> target). The Executor on that Session copies them without a second HEAD: the answer
-#: is moments old, and copying is idempotent anyway (one request saved per image).
-_stale: weakref.WeakKeyDictionary[Session, dict[str, str]] = weakref.WeakKeyDictionary()
-
-
 def checked_stale(session: Session, unit: ImageUnit) -> bool:
     """Whether ``session``'s own planning found ``unit``'s destination not at ``unit.target_digest``.
     Answers ``True`` once per unit (a retried attempt asks the registry again)."""
-    seen = _stale.get(session)
-    return seen is not None and seen.pop(unit.destination, None) == unit.target_digest != ""
+    return session.stale.pop(unit.destination, None) == unit.target_digest != ""
 
 
 @dataclass
 class Plan:
-    """The units of a run, plus what could not be planned as ``(reference, message)``."""
+    """The units of a run, plus what could not be planned as ``(reference, message)``, and the
+    :class:`~ocitransport.mirror.options.RunOptions` every executor runs it with."""
 
     units: list[ImageUnit] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 def has_identifier(reference: str) -> bool:
@@ -212,7 +207,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
         if not isinstance(current, Exception):
             up_to_date = current is not None and current[0] == target
             if not up_to_date:
-                _stale.setdefault(session, {})[dst.name] = target
+                session.stale[dst.name] = target
     return ImageUnit(src.name, dst.name, digest, target, media_type, up_to_date, tuple(platforms), insecure)
 
 

@@ -190,6 +190,10 @@ class Session:
         #: Registry name -> the lowest pull quota its manifest answers stated in this session (Docker
         #: Hub's ``RateLimit-*`` headers), for the report.
         self.pull_quota: dict[str, PullQuota] = {}
+        #: Destinations this session's own planning just read and found not at their target digest
+        #: (destination -> target). An executor on this Session copies them without a second HEAD: the
+        #: answer is moments old, and copying is idempotent anyway (one request saved per image).
+        self.stale: dict[str, str] = {}
         self._auth: dict[str, Authenticator] = {}
         self._transports: dict[tuple[str, tuple[str, ...]], asyncio.Future[RoundTripper]] = {}
 

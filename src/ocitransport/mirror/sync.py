@@ -56,20 +56,19 @@ import difflib
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .._urls import authority
 from ..authn import Authenticator, Basic, DefaultKeychain, Keychain, Target
 from ..exceptions import OCITransportError
 from ..name import Registry, Repository
-from ..roundtrip import RoundTripper
+from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
 from .execute import Progress, execute_plan
 from .manifests import parse_platform
+from .options import RegistryRouter, RegistryTLS, RunOptions, cert_dir_files, tls_transport
 from .plan import Plan, describe, plan_reference, plan_repository
 from .report import Report
 from .semver import Constraint, SemverError, parse_constraint
@@ -77,7 +76,6 @@ from .session import MirrorError, PullQuota, Session
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..messages import Request, Response
 
 __all__ = [
     "ImageSelection", "PlanExecutor", "SourceRegistry", "SyncConfig", "SyncConfigError", "load_config",
@@ -547,98 +545,17 @@ class SyncKeychain:
         return f"SyncKeychain(registries={sorted(self._credentials)!r}, fallback={self.fallback!r})"
 
 
-# ------------------------------------------------------------------------------------------- TLS routing
+# ------------------------------------------------------------------------------------------- TLS
 
-class _RegistryRouter(RoundTripper):
-    """Sends each request through the Client made for its registry host (its own ``tls-verify`` /
-    ``cert-dir``), or through the run's Client for every other host (token servers included)."""
-
-    def __init__(self, default: Client, by_host: Mapping[str, Client]) -> None:
-        self.default = default
-        self.by_host = dict(by_host)
-
-    def _pick(self, url: str) -> Client:
-        return self.by_host.get(authority(url).lower(), self.default)
-
-    def round_trip(self, request: Request) -> Response:
-        return self._pick(request.url).round_trip(request)
-
-    async def round_trip_async(self, request: Request) -> Response:
-        return await self._pick(request.url).round_trip_async(request)
+#: Moved to :mod:`.options` (kept here for callers of the old names).
+_cert_dir = cert_dir_files
+_RegistryRouter = RegistryRouter
 
 
-class _TLSClients:
-    """Clients for source registries with their own TLS settings (made on enter, closed on exit)."""
-
-    def __init__(self, config: SyncConfig, jobs: int) -> None:
-        self.config = config
-        self.jobs = jobs
-        self.clients: dict[str, Client] = {}
-        self._bundles: list[str] = []
-
-    def __enter__(self) -> dict[str, Client]:
-        from ..client import Client
-        from . import _pool_limits
-
-        for source in self.config.registries:
-            if source.tls_verify and not source.cert_dir:
-                continue
-            verify: bool | str = source.tls_verify
-            cert: str | tuple[str, str] | None = None
-            if source.cert_dir:
-                ca, cert = _cert_dir(source.cert_dir)
-                if ca and source.tls_verify:
-                    verify = self._bundle(ca)
-            client = Client(verify=verify, cert=cert, **_pool_limits(self.jobs))
-            for host in _hosts_of(source.registry):
-                self.clients[host] = client
-        return self.clients
-
-    def _bundle(self, cas: list[str]) -> str:
-        # libcurl's CAPATH wants hashed file names: concatenate the system CAs and the directory's
-        # *.crt files into one bundle instead, so both are trusted, as the docker daemon does.
-        from ..engine import system_ca
-
-        system, _ = system_ca()
-        parts = [system] if system and os.path.isfile(system) else []
-        fd, name = tempfile.mkstemp(prefix="ocitransport-ca-", suffix=".pem")
-        with os.fdopen(fd, "wb") as out:
-            for path in [*parts, *cas]:
-                with open(path, "rb") as f:
-                    out.write(f.read().rstrip(b"\n") + b"\n")
-        self._bundles.append(name)
-        return name
-
-    def __exit__(self, *exc: object) -> None:
-        for client in {id(c): c for c in self.clients.values()}.values():
-            client.close()
-        for name in self._bundles:
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
-
-
-def _cert_dir(path: str) -> tuple[list[str], tuple[str, str] | None]:
-    """``(CA files, (client cert, key) or None)`` of a containers-style certificate directory."""
-    entries = sorted(os.listdir(path))
-    cas = [os.path.join(path, e) for e in entries if e.endswith(".crt")]
-    cert = None
-    for entry in entries:
-        if entry.endswith(".cert"):
-            key = entry[: -len(".cert")] + ".key"
-            if key in entries:
-                cert = (os.path.join(path, entry), os.path.join(path, key))
-                break
-    return cas, cert
-
-
-def _hosts_of(name: str) -> list[str]:
-    registry = Registry(name)
-    hosts = {registry.name.lower()}
-    if registry.is_docker_hub:
-        hosts |= {"registry-1.docker.io", "index.docker.io", "docker.io"}
-    return sorted(hosts)
+def tls_of(config: SyncConfig) -> tuple[RegistryTLS, ...]:
+    """The per-registry TLS settings of ``config``'s sources (``tls-verify`` / ``cert-dir``; paths only)."""
+    return tuple(RegistryTLS.from_cert_dir(s.registry, s.cert_dir, verify=s.tls_verify)
+                 for s in config.registries if not s.tls_verify or s.cert_dir)
 
 
 # ------------------------------------------------------------------------------------------- executors
@@ -725,13 +642,15 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
          retries: int | None = None, keep_going: bool | None = None, platforms: Sequence[str] | None = None,
          include: Sequence[str] = (), exclude: Sequence[str] = (), include_nondistributable: bool = False,
          insecure: bool = False, referrers: bool | None = None,
-         allow_private_storage: Sequence[str] = ()) -> Report:
+         allow_private_storage: Sequence[str] = (), chunk_threshold: int = CHUNK_THRESHOLD,
+         chunk_size: int = CHUNK_SIZE) -> Report:
     """Mirror everything ``config`` (a :class:`SyncConfig`, a sync file path, or its data) selects.
 
     ``destination`` overrides the file's; ``jobs`` / ``retries`` / ``keep_going`` / ``platforms`` /
     ``referrers`` override the file's when given; ``include`` / ``exclude`` add tag filters to every registry.
     ``allow_private_storage`` adds registries to the file's ``allow-private-storage: true`` ones (an
     executor with an ``allow_private_storage`` set, such as ``DaskExecutor``, gets them too).
+    ``chunk_threshold`` / ``chunk_size``: chunked uploads, as for :func:`~ocitransport.mirror.copy`.
     Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
     (default: locally on ``client``, one event loop). ``dry_run`` plans and reports, writing nothing.
     Raises :class:`SyncConfigError` for a bad configuration; registry failures are in the report.
@@ -755,24 +674,28 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     private_ok = frozenset([*allow_private_storage, *(s.registry for s in cfg.registries if s.allow_private_storage)])
     if private_ok and isinstance(getattr(executor, "allow_private_storage", None), frozenset):
         executor.allow_private_storage |= private_ok  # type: ignore[union-attr]
+    # The run's options, built once here and carried by the plan to whichever executor runs it.
+    options = RunOptions().with_(jobs=jobs, retries=max(retries, 0), include_nondistributable=include_nondistributable,
+                                 chunk_threshold=chunk_threshold, chunk_size=chunk_size,
+                                 platforms=platforms or (), referrers=True if referrers is None else referrers,
+                                 allow_private_storage=private_ok, tls=tls_of(cfg))
     from . import _Owned, _run
 
     started = time.monotonic()
-    with _Owned(client, jobs) as base, _TLSClients(cfg, jobs) as tls:
-        transport: Any = _RegistryRouter(base, tls) if tls else base
-
+    with _Owned(client, jobs) as base, tls_transport(base, options.tls, jobs) as transport:
         planning: dict[str, PullQuota] = {}
 
         async def main() -> tuple[Plan, Report | None]:
-            session = Session(transport, chain, retries=retries, allow_private_storage=private_ok)
+            session = Session(transport, chain, retries=retries,  # type: ignore[arg-type]
+                              allow_private_storage=private_ok)
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
                                    exclude=exclude, insecure=insecure, referrers=referrers)
+            plan.options = options
             log.info("planned %d images, %d planning errors", len(plan.units), len(plan.errors))
             if executor is not None and not dry_run:
                 planning.update(session.pull_quota)  # the HEADs of planning count too
                 return plan, None
-            return plan, await execute_plan(session, plan, jobs=jobs, retries=retries, keep_going=keep_going,
-                                            include_nondistributable=include_nondistributable, dry_run=dry_run,
+            return plan, await execute_plan(session, plan, keep_going=keep_going, dry_run=dry_run,
                                             progress=progress, started=started)
 
         plan, report = _run(main)
