@@ -64,7 +64,7 @@ def _outcome(report: Report, prefix: str, dst: RegistryServer) -> dict[str, str]
     for result in report.images:
         assert result.destination.startswith(f"{dst.host}/{prefix}/"), result.destination
         name = result.destination[len(f"{dst.host}/{prefix}/"):]
-        repo, sep, ident = name.rpartition("@") if "@" in name else name.rpartition(":")
+        repo, _, ident = name.rpartition("@") if "@" in name else name.rpartition(":")
         got = raw.get_manifest(dst, f"{prefix}/{repo}", ident)
         assert got.status == 200, (result.destination, got.body[:200])
         assert raw.sha256_digest(got.body) == result.digest, result.destination
@@ -125,7 +125,8 @@ def test_cert_dir_with_a_ca(both: Run, tls_registry: RegistryServer, make_repo_n
     """The issue's report: a private CA in cert-dir copied every image locally and none on dask."""
     repo = make_repo_name()
     image = raw.push_image(tls_registry, repo, "v1")
-    report, digests, _ = both({tls_registry.host: {"images": {repo: ["v1"]}, "cert-dir": _certs(tmp_path, tls_registry)}})
+    certs = _certs(tmp_path, tls_registry)
+    report, digests, _ = both({tls_registry.host: {"images": {repo: ["v1"]}, "cert-dir": certs}})
     assert report.images_copied == 1 and list(digests.values()) == [image.digest]
 
 
@@ -155,7 +156,7 @@ def test_referrers(both: Run, registry: RegistryServer, make_repo_name: Callable
     sig = _push_referrer(registry, repo, subject, SIG_TYPE, b"signature of v1")
     sbom = _push_referrer(registry, repo, subject, SBOM_TYPE, os.urandom(3000))
     _push_fallback(registry, repo, image.digest, [sig, sbom])
-    report, digests, _ = both({registry.host: {"images": {repo: ["v1"]}}})
+    _, digests, _ = both({registry.host: {"images": {repo: ["v1"]}}})
     assert {image.digest, sig[0], sbom[0]} <= set(digests.values()), digests
 
 
