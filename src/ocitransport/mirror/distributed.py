@@ -54,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("ocitransport.mirror.distributed needs dask.distributed: "
                       "pip install 'ocitransport[dask]'") from exc
 
+from .. import transport
 from ..name import Repository, parse_reference
 from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
@@ -488,6 +489,12 @@ def _failed(error: BaseException) -> str:
     return describe(error)
 
 
+async def _budgeted(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a task's coroutine in its own retry budget scope (as the local executor runs a unit)."""
+    with transport.retry_budget():
+        return await coro
+
+
 def run_blob_task(spec: BlobTask) -> dict[str, Any]:
     """Task: place one blob. Never raises for registry failures (``error`` says what went wrong; the
     image tasks then copy the blob themselves)."""
@@ -498,8 +505,8 @@ def run_blob_task(spec: BlobTask) -> dict[str, Any]:
                            "outcome": "", "size": 0, "error": ""}
     try:
         with mirror.leases(spec.leases):
-            outcome, size = mirror.run(mirror.blobs.ensure(src, dst, Descriptor(spec.media_type, spec.digest,
-                                                                                spec.size)))
+            outcome, size = mirror.run(_budgeted(mirror.blobs.ensure(
+                src, dst, Descriptor(spec.media_type, spec.digest, spec.size))))
     except Exception as exc:  # noqa: BLE001 - reported in the result, retried by the image task
         out["error"] = _failed(exc)
         log.warning("blob %s -> %s: %s", spec.digest, dst.name, out["error"])
@@ -572,7 +579,8 @@ def run_manifest_task(spec: ManifestTask, placed: list[dict[str, Any]]) -> dict[
     try:
         _ship(mirror.session, spec.manifests)
         with mirror.leases(spec.leases):
-            mirror.run(_place_manifest(mirror, src, dst, spec.digest, spec.include_nondistributable, counts))
+            mirror.run(_budgeted(_place_manifest(mirror, src, dst, spec.digest, spec.include_nondistributable,
+                                                 counts)))
     except Exception as exc:  # noqa: BLE001 - the index's image task copies the child itself
         out["error"] = _failed(exc)
         log.warning("manifest %s -> %s: %s", spec.digest, dst.name, out["error"])

@@ -250,7 +250,10 @@ class Executor:
             self._image_started(unit)
         token = current_unit.set(unit)
         try:
-            return await self._run_unit(unit)
+            # One retry budget for the unit: its per-image attempts re-send no request that already
+            # failed ``retries + 1`` times (transport.retry_budget).
+            with transport.retry_budget():
+                return await self._run_unit(unit)
         finally:
             current_unit.reset(token)
 

@@ -55,16 +55,18 @@ async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLA
 
     Manifests, tag lists and referrers are read as streams (their size is bounded as they arrive), so a
     connection that breaks mid-body fails after the retry layer has returned; planning reads are
-    cheap to repeat whole."""
-    for attempt in range(attempts):
-        try:
-            return await step()
-        except Exception as exc:
-            if attempt + 1 >= attempts or not transient(exc):
-                raise
-            delay = min(0.25 * 2 ** attempt, 2.0)
-            log.info("planning %s: retrying in %.2fs after: %s", what, delay, describe(exc))
-            await asyncio.sleep(delay)
+    cheap to repeat whole. Every attempt draws from one retry budget (``transport.retry_budget``): a
+    request that already failed ``retries + 1`` times is not sent again, and the step fails with it."""
+    with transport.retry_budget():
+        for attempt in range(attempts):
+            try:
+                return await step()
+            except Exception as exc:
+                if attempt + 1 >= attempts or not transient(exc):
+                    raise
+                delay = min(0.25 * 2 ** attempt, 2.0)
+                log.info("planning %s: retrying in %.2fs after: %s", what, delay, describe(exc))
+                await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 

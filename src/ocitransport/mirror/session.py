@@ -179,6 +179,8 @@ class Session:
         #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
         #: the run, retries included: the limit layer sits under the retry layer.
         self.limits: transport.LimitBackend = limits if limits is not None else transport.LocalLimits()
+        # Retries draw from the retry_budget scope a request is sent in (a planning step, one image's
+        # copy): a request fails at most ``retries + 1`` times in all, whatever repeats it.
         self.inner: RoundTripper = transport.new_retry(transport.new_limit(client, backend=self.limits),
                                                        backoff=backoff)
         self.max_retries = max(retries, 0)
