@@ -29,6 +29,7 @@ from ..name import Registry, Repository, is_digest, is_media_type, is_tag, shown
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
+from .errors import MirrorError as MirrorError  # re-exported: its old home
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -93,11 +94,6 @@ def parse_pull_quota(headers: Any) -> PullQuota | None:
         return None
     limit = _quota_number(headers.get("RateLimit-Limit"))
     return PullQuota(remaining[0], limit[0] if limit else 0, remaining[1] or (limit[1] if limit else 0))
-
-
-class MirrorError(OCITransportError):
-    """A mirroring step failed for a reason that is not a registry answer (digest mismatch, SSRF guard,
-    missing Location, a platform that is not in an index...)."""
 
 
 class DigestMismatch(MirrorError):

@@ -679,7 +679,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size,
                                  platforms=platforms or (), referrers=True if referrers is None else referrers,
                                  allow_private_storage=private_ok, tls=tls_of(cfg))
-    from . import _Owned, _run
+    from .api import _Owned, _run
 
     started = time.monotonic()
     with _Owned(client, jobs) as base, tls_transport(base, options.tls, jobs) as transport:

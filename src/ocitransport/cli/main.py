@@ -13,9 +13,10 @@ import contextlib
 import logging
 import re
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .progress import LineProgress, RichProgress
 
 PROG = "ocitransport"
 log = logging.getLogger("ocitransport.cli")
@@ -23,156 +24,6 @@ log = logging.getLogger("ocitransport.cli")
 
 def _error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-def _short(reference: str, width: int = 48) -> str:
-    return reference if len(reference) <= width else "…" + reference[-(width - 1):]
-
-
-class LineProgress:
-    """Plain log lines, one per image (what runs without a TTY print)."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.total = 0
-        self.done = 0
-
-    def planned(self, units: list[Any]) -> None:
-        self.total = len(units)
-
-    def image_done(self, result: Any) -> None:
-        self.done += 1
-        if self.quiet and result.status != "failed":
-            return
-        if result.status == "failed":
-            line = f"FAILED  {result.source} -> {result.destination}: {result.error}"
-        elif result.status == "skipped":
-            line = f"skipped {result.source} -> {result.destination} (up to date)"
-        else:
-            mib = result.bytes_transferred / (1 << 20)
-            line = (f"copied  {result.source} -> {result.destination} {result.digest} "
-                    f"({result.blobs_transferred} blobs, {mib:.1f} MiB, {result.blobs_mounted} mounted, "
-                    f"{result.blobs_skipped} present)")
-        print(f"[{self.done}/{self.total}] {line}", file=sys.stderr, flush=True)
-
-    def bytes_done(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def finish(self, report: Any) -> None:
-        """The end of the run: the one-line summary."""
-        print(report.summary(), file=sys.stderr)
-
-
-class RichProgress(LineProgress):
-    """Progress bars (only on a TTY, only when ``rich`` is importable): images done of planned with
-    ETA, bytes with their rate, and one row per image in flight with its own bytes and rate; a summary
-    table at the end. ``console`` defaults to stderr."""
-
-    def __init__(self, console: Any = None, quiet: bool = False) -> None:
-        super().__init__(quiet=quiet)
-        from rich.console import Console, Group
-        from rich.live import Live
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.console = console if console is not None else Console(stderr=True)
-        self._overall = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=self.console)
-        self._transfers = Progress(SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn(),
-                                   TransferSpeedColumn(), console=self.console)
-        self._live = Live(Group(self._overall, self._transfers), console=self.console, refresh_per_second=8,
-                          transient=False)
-        self._images = self._overall.add_task("total", total=None)
-        self._bytes = self._transfers.add_task("[bold]all images", total=None)
-        self._rows: dict[Any, Any] = {}  # unit -> task id of the image's row
-        self._pending: dict[Any, int] = {}
-        self._pending_total = 0
-        self._last = time.monotonic()
-        self._live.start()
-
-    def planned(self, units: list[Any]) -> None:
-        super().planned(units)
-        self._overall.update(self._images, total=len(units))
-
-    def image_started(self, unit: Any) -> None:
-        """An image began copying: give it a row."""
-        self._rows[unit] = self._transfers.add_task(_short(unit.source), total=None)
-
-    def image_bytes(self, unit: Any, n: int) -> None:
-        """``n`` more bytes of ``unit`` arrived (batched with :meth:`bytes_done`)."""
-        if unit in self._rows:
-            self._pending[unit] = self._pending.get(unit, 0) + n
-
-    def image_done(self, result: Any) -> None:
-        self.done += 1
-        self._overall.advance(self._images)
-        for unit in [u for u in self._rows if u.source == result.source and u.destination == result.destination]:
-            self._pending.pop(unit, None)
-            self._transfers.remove_task(self._rows.pop(unit))
-        if result.status == "failed":
-            self.console.print(f"[red]FAILED[/] {result.source}: {result.error}", markup=True, highlight=False)
-        elif not self.quiet and result.status == "copied":
-            self.console.print(f"copied {result.source} -> {result.destination}", markup=False, highlight=False)
-
-    def bytes_done(self, n: int) -> None:
-        # Called per received chunk: batch the updates (rich's bookkeeping is not free).
-        self._pending_total += n
-        now = time.monotonic()
-        if now - self._last >= 0.1:
-            self._flush()
-            self._last = now
-
-    def _flush(self) -> None:
-        self._transfers.advance(self._bytes, self._pending_total)
-        self._pending_total = 0
-        for unit, n in self._pending.items():
-            task = self._rows.get(unit)
-            if task is not None:
-                self._transfers.advance(task, n)
-        self._pending.clear()
-
-    def close(self) -> None:
-        self._flush()
-        for task in self._rows.values():
-            self._transfers.remove_task(task)
-        self._rows.clear()
-        self._live.stop()
-
-    def finish(self, report: Any) -> None:
-        """The summary table (and one row per failure)."""
-        from rich.table import Table
-
-        mib = report.bytes_transferred / (1 << 20)
-        rate = mib / report.duration if report.duration > 0 else 0.0
-        table = Table(title="dry run (nothing written)" if report.dry_run else "summary", show_header=True)
-        table.add_column("images", justify="left")
-        table.add_column("count", justify="right")
-        table.add_column("blobs", justify="left")
-        table.add_column("count", justify="right")
-        planned = len(report.images) - report.images_skipped if report.dry_run else report.images_copied
-        rows = [("would copy" if report.dry_run else "copied", planned, "transferred", report.blobs_transferred),
-                ("skipped (up to date)", report.images_skipped, "mounted", report.blobs_mounted),
-                ("failed", len(report.errors), "already present", report.blobs_skipped),
-                ("not attempted", report.images_not_attempted, "retries", report.retries)]
-        for a, b, c, d in rows:
-            table.add_row(a, str(b), c, str(d))
-        table.caption = f"{mib:.1f} MiB in {report.duration:.2f} s ({rate:.1f} MiB/s)"
-        if report.pull_quota:
-            table.caption += f"\npull quota: {report.quota_text()}"
-        self.console.print(table)
 
 
 def _make_progress(args: argparse.Namespace) -> LineProgress:
@@ -253,7 +104,7 @@ def _version() -> str:
 
     import pycurl
 
-    from . import COMPILED, __version__
+    from .. import COMPILED, __version__
 
     build = "compiled twins" if COMPILED else "pure-Python twins"
     return f"{PROG} {__version__} ({build}); Python {platform.python_version()}; {pycurl.version}"
@@ -307,8 +158,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from .client import Client
-    from .mirror import _pool_limits
+    from ..client import Client
+    from ..mirror import _pool_limits
 
     verify: bool | str = True
     if args.insecure:
@@ -324,7 +175,7 @@ def _client(args: argparse.Namespace) -> Any:
 def _check_common(args: argparse.Namespace) -> str | None:
     import os
 
-    from .mirror.manifests import parse_platform
+    from ..mirror.manifests import parse_platform
 
     if args.jobs is not None and args.jobs < 1:
         return "--jobs must be greater than zero"
@@ -337,7 +188,7 @@ def _check_common(args: argparse.Namespace) -> str | None:
         if path and not os.path.exists(path):
             return f"--{option.replace('_', '-')} {path}: no such file"
     for name in args.allow_private_storage:
-        from .name import Registry
+        from ..name import Registry
 
         try:
             Registry(name)
@@ -357,7 +208,7 @@ def _check_common(args: argparse.Namespace) -> str | None:
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
-    from .name import Repository, parse_reference
+    from ..name import Repository, parse_reference
 
     problem = _check_common(args)
     if problem:
@@ -365,7 +216,7 @@ def _check_args(args: argparse.Namespace) -> str | None:
     try:
         if args.command == "copy":
             parse_reference(args.src, insecure=args.insecure)
-            from .mirror.plan import has_identifier
+            from ..mirror.plan import has_identifier
 
             if has_identifier(args.dst):
                 parse_reference(args.dst, insecure=args.insecure)
@@ -401,14 +252,14 @@ def _finish(args: argparse.Namespace, report: Any, progress: LineProgress) -> in
 def _wire(client: Any, args: argparse.Namespace) -> Any:
     """The round-tripper the mirror runs on: the Client, with the logging layer under ``-v``."""
     if getattr(args, "verbose", 0):
-        from . import transport
+        from .. import transport
 
         return transport.new_logger(client)
     return client
 
 
 def _run_copy(args: argparse.Namespace) -> int:
-    from . import mirror
+    from .. import mirror
 
     problem = _check_args(args)
     if problem:
@@ -439,7 +290,7 @@ def _dask_executor(stack: contextlib.ExitStack, address: str, keychain: Any,
     """Enter ``DaskExecutor.from_address(address)``; ``None`` (after one error line) when dask is missing.
     ``keychain`` (the sync file's credentials) serves the manifest reads it does on this side."""
     try:
-        from .mirror.distributed import DaskExecutor
+        from ..mirror.distributed import DaskExecutor
 
         if not logging.getLogger("ocitransport").isEnabledFor(logging.DEBUG):
             # dask logs every scheduler and worker event at INFO; failures still come through.
@@ -460,7 +311,7 @@ def _dask_executor(stack: contextlib.ExitStack, address: str, keychain: Any,
 
 
 def _run_sync(args: argparse.Namespace) -> int:
-    from .mirror.sync import SyncConfigError, load_config, sync
+    from ..mirror.sync import SyncConfigError, load_config, sync
 
     problem = _check_common(args)
     if problem:
@@ -494,7 +345,7 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 
 def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
-    from .mirror.sync import SyncConfigError
+    from ..mirror.sync import SyncConfigError
 
     progress = _make_progress(args)
     try:
@@ -530,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ocitransport").setLevel(logging.DEBUG if verbose else logging.ERROR)
     try:
         if args.command == "demo":
-            from .mirror._demo import run_demo
+            from .demo import run_demo
 
             return run_demo(images=args.images, jobs=args.jobs)
         if args.command == "sync":
@@ -540,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("interrupted")
         return 130
     except Exception as exc:
-        from .exceptions import OCITransportError
+        from ..exceptions import OCITransportError
 
         log.debug("unexpected failure", exc_info=verbose > 0)
         _error(str(exc) if isinstance(exc, OCITransportError) else f"{type(exc).__name__}: {exc}")
