@@ -55,14 +55,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'ocitransport[dask]'") from exc
 
 from .. import transport
-from ..name import Repository, parse_reference
+from ..name import Repository
 from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
-from .execute import Executor, Progress, put_manifest_checked
-from .limits import blobs_of, children_of, gather_or_cancel
+from .execute import Executor, Progress, TreeCopy
+from .limits import blobs_of, children_of
 from .manifests import Descriptor, Manifest, parse_manifest
 from .options import RegistryTLS, RunOptions, pool_limits, tls_transport
-from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of, read_manifest
+from .plan import ImageUnit, Plan, choose_platforms, describe, identifier_of
 from .report import ImageResult, Report
 from .session import PullQuota, Session
 
@@ -515,76 +515,25 @@ def run_blob_task(spec: BlobTask) -> dict[str, Any]:
     return out
 
 
-async def _place_manifest(mirror: _WorkerMirror, src: Repository, dst: Repository, digest: str,
-                          include_nondistributable: bool, counts: dict[str, int], depth: int = 2,
-                          tree: dict[str, asyncio.Future[None]] | None = None) -> None:
-    """Push index child ``digest`` (``depth`` levels deep: 2 under the top index) after what it
-    references; ``tree`` makes each distinct child of the walk one task (the same limits and the same
-    dedup as the local executor: mirror/limits.py)."""
-    tree = {} if tree is None else tree
-    task = tree.get(digest)
-    if task is None:
-        task = tree[digest] = asyncio.ensure_future(
-            _place_manifest_once(mirror, src, dst, digest, include_nondistributable, counts, depth, tree))
-    await task
-
-
-async def _place_manifest_once(mirror: _WorkerMirror, src: Repository, dst: Repository, digest: str,
-                               include_nondistributable: bool, counts: dict[str, int], depth: int,
-                               tree: dict[str, asyncio.Future[None]]) -> None:
-    session = mirror.session
-    push = await session.push(dst)
-    if await session.head_manifest(push, dst, digest) is not None:
-        return
-    pull = await session.pull(src)
-    manifest: Manifest = await read_manifest(session, pull, src, digest)
-    where = f"{src.name}@{digest}"
-    children = children_of(manifest, where, depth) if manifest.is_index else []
-    blobs = blobs_of(manifest, where)
-
-    async def one(blob: Descriptor) -> None:
-        if blob.nondistributable and not include_nondistributable:
-            return
-        outcome, size = await mirror.blobs.ensure(src, dst, blob)
-        counts[f"blobs_{outcome}"] += 1
-        if outcome == "transferred":
-            counts["bytes_transferred"] += size
-
-    async def references() -> None:
-        if manifest.is_index:
-            await gather_or_cancel(_place_manifest(mirror, src, dst, child.digest, include_nondistributable,
-                                                   counts, depth + 1, tree) for child in children)
-        else:
-            await gather_or_cancel(one(b) for b in blobs)
-
-    async def recheck() -> None:
-        # The registry misses a reference: ask it again for each (this worker's bookkeeping, and the
-        # blob tasks' word, forgotten for this repository) and place what is missing.
-        if not manifest.is_index:
-            mirror.blobs.forget(dst, [b.digest for b in manifest.blobs()])
-        await references()
-
-    await references()
-    await put_manifest_checked(session, dst, digest, manifest, recheck)
-
-
 def run_manifest_task(spec: ManifestTask, placed: list[dict[str, Any]]) -> dict[str, Any]:
     """Task: push one index child by digest after its blobs (mounted from where blob tasks put them)."""
     mirror = _mirror(spec.options)
     mirror.seed(placed)
     src = Repository(spec.source, insecure=spec.insecure)
     dst = Repository(spec.destination, insecure=spec.insecure)
-    counts = {"blobs_transferred": 0, "blobs_mounted": 0, "blobs_skipped": 0, "bytes_transferred": 0}
-    out: dict[str, Any] = {"error": "", **counts}
+    # The same tree copy as the local executor's (execute.TreeCopy), on this worker's BlobCopy.
+    trees = TreeCopy(mirror.session, mirror.blobs, include_nondistributable=spec.include_nondistributable)
+    counts = ImageResult(spec.source, spec.destination, "copied", spec.digest)
+    out: dict[str, Any] = {"error": ""}
     try:
         _ship(mirror.session, spec.manifests)
         with mirror.leases(spec.leases):
-            mirror.run(_budgeted(_place_manifest(mirror, src, dst, spec.digest, spec.include_nondistributable,
-                                                 counts)))
+            mirror.run(_budgeted(trees.child(src, dst, Descriptor("", spec.digest, 0), counts, {}, 2)))
     except Exception as exc:  # noqa: BLE001 - the index's image task copies the child itself
         out["error"] = _failed(exc)
         log.warning("manifest %s -> %s: %s", spec.digest, dst.name, out["error"])
-    out.update(counts)
+    out.update(blobs_transferred=counts.blobs_transferred, blobs_mounted=counts.blobs_mounted,
+               blobs_skipped=counts.blobs_skipped, bytes_transferred=counts.bytes_transferred)
     return out
 
 
@@ -665,7 +614,7 @@ async def _expand(session: Session, units: list[ImageUnit], jobs: int) -> list[_
         if unit.up_to_date:
             return out
         try:
-            ref = parse_reference(unit.source, insecure=unit.insecure)
+            ref = unit.source_ref
             src = ref.repository
             top = await get(src, unit.source_digest or identifier_of(ref))
             out.manifests[top.digest] = (top.media_type, top.raw)
@@ -785,8 +734,8 @@ class DaskExecutor:
             if unit.up_to_date:
                 graph.units.append((unit, None))
                 continue
-            src = parse_reference(unit.source, insecure=unit.insecure).repository
-            dst = parse_reference(unit.destination, insecure=unit.insecure).repository
+            src = unit.source_ref.repository
+            dst = unit.destination_ref.repository
             leases = self._leases(threads, src.registry.name, dst.registry.name)
             key = image_key(unit, include_nondistributable)
             graph.units.append((unit, key))

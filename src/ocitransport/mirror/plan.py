@@ -7,6 +7,7 @@ machine) and idempotent (running it twice leaves the destination as running it o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from .. import transport
 from ..exceptions import OCITransportError
-from ..name import Repository, Tag, parse_reference
+from ..name import Digest, Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .blobs import SizeMismatch
@@ -115,6 +116,17 @@ class ImageUnit:
     insecure: bool = False
     subject: str = ""
     depends_on: str = ""
+
+    # Parsed once per unit and kept (executors and the dask graph read them many times).
+    @functools.cached_property
+    def source_ref(self) -> Tag | Digest:
+        """``source`` parsed (with ``insecure``)."""
+        return parse_reference(self.source, insecure=self.insecure)
+
+    @functools.cached_property
+    def destination_ref(self) -> Tag | Digest:
+        """``destination`` parsed (with ``insecure``)."""
+        return parse_reference(self.destination, insecure=self.insecure)
 
 
 def checked_stale(session: Session, unit: ImageUnit) -> bool:
@@ -218,7 +230,7 @@ async def _subjects(session: Session, unit: ImageUnit) -> list[str]:
     manifest (unless a platform filter replaces it) and the children of an index that are copied."""
     out = [unit.source_digest] if unit.source_digest and unit.target_digest == unit.source_digest else []
     if unit.media_type in INDEX_TYPES:
-        src = parse_reference(unit.source, insecure=unit.insecure).repository
+        src = unit.source_ref.repository
         index = await read_manifest(session, await session.pull(src), src, unit.source_digest)
         children = children_of(index, f"{src.name}@{index.digest}", 1)
         if unit.platforms:
@@ -239,8 +251,8 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
     """
     plan = Plan()
     consumed: set[str] = set()
-    src = parse_reference(unit.source, insecure=unit.insecure).repository
-    dst = parse_reference(unit.destination, insecure=unit.insecure).repository
+    src = unit.source_ref.repository
+    dst = unit.destination_ref.repository
     try:
         pull = await again(lambda: session.pull(src), src.name)
         frontier = [(digest, unit.destination)
