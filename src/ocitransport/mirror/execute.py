@@ -89,7 +89,7 @@ class TreeCopy:
         self.include_nondistributable = include_nondistributable
 
     async def tree(self, src: Repository, dst: Repository, manifest: Manifest, result: ImageResult,
-                         tree: _Tree, depth: int) -> None:
+                   tree: _Tree, depth: int) -> None:
         """Everything ``manifest`` (found ``depth`` levels deep) references, present at ``dst`` before the
         manifest itself is pushed. ``tree`` holds the child copies of this unit, so a child listed many
         times (by one index or by several) is read and copied once. The first failure cancels the
@@ -123,7 +123,7 @@ class TreeCopy:
         await self.put(src, dst, child.digest, manifest, result, depth)
 
     async def put(self, src: Repository, dst: Repository, ref: str, manifest: Manifest,
-                            result: ImageResult, depth: int) -> None:
+                  result: ImageResult, depth: int) -> None:
         """PUT ``manifest`` after its tree; if the registry misses a reference, the tree is checked at
         the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed."""
         async def recheck() -> None:
@@ -137,6 +137,7 @@ class TreeCopy:
         await put_manifest_checked(self.session, dst, ref, manifest, recheck)
 
     async def blob(self, src: Repository, dst: Repository, blob: Descriptor, result: ImageResult) -> None:
+        """Place one blob at ``dst`` (skipped, mounted or streamed: :meth:`BlobCopy.ensure`) and count it."""
         if blob.nondistributable and not self.include_nondistributable:
             log.debug("not copying non-distributable layer %s", blob.digest)
             return

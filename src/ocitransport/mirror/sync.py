@@ -648,8 +648,8 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
 
     ``destination`` overrides the file's; ``jobs`` / ``retries`` / ``keep_going`` / ``platforms`` /
     ``referrers`` override the file's when given; ``include`` / ``exclude`` add tag filters to every registry.
-    ``allow_private_storage`` adds registries to the file's ``allow-private-storage: true`` ones (an
-    executor with an ``allow_private_storage`` set, such as ``DaskExecutor``, gets them too).
+    ``allow_private_storage`` adds registries to the file's ``allow-private-storage: true`` ones (they
+    travel in the plan's ``RunOptions``, so a ``DaskExecutor``'s workers get them too).
     ``chunk_threshold`` / ``chunk_size``: chunked uploads, as for :func:`~ocitransport.mirror.copy`.
     Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
     (default: locally on ``client``, one event loop). ``dry_run`` plans and reports, writing nothing.
@@ -672,8 +672,6 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
         raise ValueError("jobs must be greater than zero")
     chain = cfg.keychain(keychain)
     private_ok = frozenset([*allow_private_storage, *(s.registry for s in cfg.registries if s.allow_private_storage)])
-    if private_ok and isinstance(getattr(executor, "allow_private_storage", None), frozenset):
-        executor.allow_private_storage |= private_ok  # type: ignore[union-attr]
     # The run's options, built once here and carried by the plan to whichever executor runs it.
     options = RunOptions().with_(jobs=jobs, retries=max(retries, 0), include_nondistributable=include_nondistributable,
                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size,
