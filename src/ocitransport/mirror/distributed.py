@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 try:
     import distributed
@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .. import transport
 from ..name import Repository
-from ..transport.limit import Admission, LimitPolicy, LimitStats, LocalLimits
+from ..transport.limit import LimitPolicy, LimitStats, LocalPauses, PauseBoard, SharedLimits
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .execute import Executor, Progress, TreeCopy
 from .limits import blobs_of, children_of
@@ -86,34 +86,6 @@ LOCAL_THREADS_PER_WORKER = 4
 
 
 # ------------------------------------------------------------------------------------------ back-off seam
-
-class PauseBoard(Protocol):
-    """Per-registry "paused until" state shared by every client of a registry (wall-clock seconds).
-
-    The seam for a cluster-wide back-off: ``SharedLimits`` asks ``paused_until`` before each request
-    and calls ``pause`` when a registry answers 429/503 with ``Retry-After``. ``ClusterPauses``
-    implements it with dask.
-    """
-
-    def paused_until(self, registry: str) -> float: ...
-    def pause(self, registry: str, until: float) -> None: ...
-
-
-class LocalPauses:
-    """A ``PauseBoard`` for one process (tests, or a Session outside a cluster)."""
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def paused_until(self, registry: str) -> float:
-        return self._until.get(registry, 0.0)
-
-    def pause(self, registry: str, until: float) -> None:
-        with self._lock:
-            if until > self._until.get(registry, 0.0):
-                self._until[registry] = until
-
 
 class ClusterPauses(LocalPauses):
     """A ``PauseBoard`` shared through the dask scheduler's metadata.
@@ -187,44 +159,6 @@ class ClusterPauses(LocalPauses):
                 client.set_metadata([PAUSES_METADATA_KEY, registry], until)  # type: ignore[no-untyped-call]
         for registry, until in shared.items():
             LocalPauses.pause(self, registry, float(until))
-
-
-class SharedLimits:
-    """A ``transport.LimitBackend`` for one worker of a cluster: the adaptive per-request concurrency
-    (AIMD) of this process, as ``LocalLimits`` keeps it, and pauses shared with every other worker
-    through ``board``.
-
-    A ``Retry-After`` that one worker is given pauses that registry for the whole cluster (within the
-    board's refresh interval); concurrency cuts stay per worker, and the cluster-wide bound on work per
-    registry is the executor's registry semaphores.
-    """
-
-    def __init__(self, board: PauseBoard, policy: LimitPolicy | None = None) -> None:
-        self.board = board
-        self.local = LocalLimits(policy)
-        self.policy = self.local.policy
-
-    def admit(self, registry: str, *, slot: bool = True) -> Admission:
-        return self.local.admit(registry, slot=slot)
-
-    def pause_left(self, registry: str) -> float:
-        # The board's value came from another process (and from a registry): never more than our cap.
-        shared = min(self.board.paused_until(registry) - time.time(), self.policy.max_pause)
-        return max(self.local.pause_left(registry), shared)
-
-    def finish(self, ticket: Admission, *, status: int | None, retry_after: float | None = None) -> None:
-        self.local.finish(ticket, status=status, retry_after=retry_after)
-        if status in self.policy.statuses and retry_after is not None:
-            self.board.pause(ticket.registry, time.time() + min(max(retry_after, 0.0), self.policy.max_pause))
-
-    def withdraw(self, ticket: Admission) -> None:
-        self.local.withdraw(ticket)
-
-    def record_wait(self, seconds: float) -> None:
-        self.local.record_wait(seconds)
-
-    def stats(self) -> LimitStats:
-        return self.local.stats()
 
 
 # ------------------------------------------------------------------------------------------ task specs
