@@ -111,3 +111,30 @@ def test_the_diagnostics_texts_that_are_not_hot_live_once() -> None:
         assert twin.is_temporary is _error_text.is_temporary
     assert _diagnostics.status_text is _error_text.status_text
     assert not hasattr(_diagnostics_py, "_STATUS_TEXT")
+
+
+def _module_names() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Counting imports inside functions too (a deferred import hides a cycle from the fresh-interpreter
+    test above, not from a reader): the pipeline reads one way, cli -> mirror.api -> plan / execute ->
+    session -> transport."""
+    modules = _module_names()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, names in _imports(path):
+            for item in names:
+                full = f"{module}.{item}"
+                targets.add(full if full in modules else module)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    pairs = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if a < b and a in graph.get(b, ()))
+    assert not pairs, pairs

@@ -320,14 +320,4 @@ def side_tls(registry: str, tls_verify: bool | None, cert_dir: str | None) -> Si
     return SideTLS(registry, True if tls_verify is None else tls_verify, directory)
 
 
-def tls_config(sides: Sequence[SideTLS]) -> Any:
-    """What ``mirror.sync._TLSClients`` takes: an object with ``registries`` (deduplicated by host)."""
-    from types import SimpleNamespace
-
-    seen: dict[str, SideTLS] = {}
-    for side in sides:
-        seen.setdefault(Registry(side.registry).name, side)
-    return SimpleNamespace(registries=list(seen.values()))
-
-
-__all__ += ["SideTLS", "side_tls", "tls_config", "certs_d_roots", "read_password", "verify_login"]
+__all__ += ["SideTLS", "side_tls", "certs_d_roots", "read_password", "verify_login"]

@@ -137,7 +137,8 @@ class BlobCopy:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            outcome, size = await self._place(src, dst, blob, list(self.placed.get(key, ())))
+            with transport.retry_lane(f"{dst.name}@{blob.digest}"):  # its own budget lane (shared POST URL)
+                outcome, size = await self._place(src, dst, blob, list(self.placed.get(key, ())))
             self.placed.setdefault(key, []).append(dst.path)
             return outcome, size
         finally:

@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from .. import transport
-from ..name import Repository, parse_reference
+from ..name import Repository
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
 from .limits import blobs_of, children_of, gather_or_cancel
 from .manifests import Descriptor, Manifest
+from .options import RunOptions
 from .plan import (
     ImageUnit,
     Plan,
@@ -76,6 +77,95 @@ async def put_manifest_checked(session: Session, dst: Repository, ref: str, mani
             await recheck()
 
 
+class TreeCopy:
+    """The one manifest-tree copy: index -> children -> blobs -> manifest last. The local executor runs
+    it for every unit, and the dask tasks run it on their worker's Session and BlobCopy (a child manifest
+    task is :meth:`child`), so both executors copy a tree the same way.
+
+    ``blobs``: the BlobCopy to place blobs with (given: shared by every tree of the run or worker).
+    Counts go into the ``ImageResult`` each call is given."""
+
+    def __init__(self, session: Session, blobs: BlobCopy, *, include_nondistributable: bool = False,
+                 blob_sized: Callable[[ImageUnit, int], None] | None = None) -> None:
+        self.session = session
+        self.blobs = blobs
+        self.include_nondistributable = include_nondistributable
+        #: A progress display's byte totals: +size before a blob's copy, -size when it moved no bytes.
+        self.blob_sized = blob_sized
+
+    async def tree(self, src: Repository, dst: Repository, manifest: Manifest, result: ImageResult,
+                   tree: _Tree, depth: int) -> None:
+        """Everything ``manifest`` (found ``depth`` levels deep) references, present at ``dst`` before the
+        manifest itself is pushed. ``tree`` holds the child copies of this unit, so a child listed many
+        times (by one index or by several) is read and copied once. The first failure cancels the
+        manifest's other copies (their upload sessions are cancelled too)."""
+        where = f"{src.name}@{manifest.digest}"
+        if manifest.is_index:
+            children = children_of(manifest, where, depth)
+            await gather_or_cancel(self.child(src, dst, d, result, tree, depth + 1) for d in children)
+            return
+        await gather_or_cancel(self.blob(src, dst, b, result) for b in blobs_of(manifest, where))
+
+    async def child(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult,
+                    tree: _Tree, depth: int) -> None:
+        """Copy child manifest ``child`` (found ``depth`` levels deep) and its tree, then push it by
+        digest; ``tree`` makes each distinct child of one walk one copy."""
+        task = tree.get(child.digest)
+        if task is None:
+            task = tree[child.digest] = asyncio.ensure_future(
+                self._child_once(src, dst, child, result, tree, depth))
+        await task
+
+    async def _child_once(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult,
+                          tree: _Tree, depth: int) -> None:
+        session = self.session
+        push = await session.push(dst)
+        if await session.head_manifest(push, dst, child.digest) is not None:
+            return
+        pull = await session.pull(src)
+        manifest = await read_manifest(session, pull, src, child.digest)
+        await self.tree(src, dst, manifest, result, tree, depth)
+        await self.put(src, dst, child.digest, manifest, result, depth)
+
+    async def put(self, src: Repository, dst: Repository, ref: str, manifest: Manifest,
+                  result: ImageResult, depth: int) -> None:
+        """PUT ``manifest`` after its tree; if the registry misses a reference, the tree is checked at
+        the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed."""
+        async def recheck() -> None:
+            self.blobs.forget(dst, [b.digest for b in manifest.blobs()] if not manifest.is_index else [])
+            again = ImageResult(result.source, result.destination, "copied", result.digest)
+            await self.tree(src, dst, manifest, again, {}, depth)
+            result.blobs_transferred += again.blobs_transferred
+            result.bytes_transferred += again.bytes_transferred
+            result.blobs_mounted += again.blobs_mounted
+
+        await put_manifest_checked(self.session, dst, ref, manifest, recheck)
+
+    async def blob(self, src: Repository, dst: Repository, blob: Descriptor, result: ImageResult) -> None:
+        """Place one blob at ``dst`` (skipped, mounted or streamed: :meth:`BlobCopy.ensure`) and count it."""
+        if blob.nondistributable and not self.include_nondistributable:
+            log.debug("not copying non-distributable layer %s", blob.digest)
+            return
+        sized = self.blob_sized
+        unit = current_unit.get() if sized is not None else None
+        if sized is not None and unit is not None:
+            sized(unit, blob.size)
+        moved = False
+        try:
+            outcome, size = await self.blobs.ensure(src, dst, blob)
+            moved = outcome == "transferred"
+        finally:
+            if sized is not None and unit is not None and not moved:
+                sized(unit, -blob.size)
+        if outcome == "transferred":
+            result.blobs_transferred += 1
+            result.bytes_transferred += size
+        elif outcome == "mounted":
+            result.blobs_mounted += 1
+        else:
+            result.blobs_skipped += 1
+
+
 class Progress(Protocol):
     """What the executor tells a progress display (all methods are called on the event loop thread).
 
@@ -103,7 +193,7 @@ class Executor:
     def __init__(self, session: Session, *, jobs: int = 8, retries: int = 3,
                  include_nondistributable: bool = False, keep_going: bool = True,
                  progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+                 chunk_size: int = CHUNK_SIZE, blobs: BlobCopy | None = None) -> None:
         if jobs < 1:
             raise ValueError("jobs must be greater than zero")
         self.session = session
@@ -117,9 +207,22 @@ class Executor:
         # Optional: blob sizes as manifests are read (+size before a copy, -size when it moved no bytes),
         # so a progress display has byte totals and an ETA by bytes.
         self._blob_sized = getattr(progress, "blob_sized", None)
-        self.blobs = BlobCopy(session, transfers=jobs, retries=retries,
-                              on_bytes=self._on_bytes if progress is not None else None,
-                              chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+        #: The blob copier (given: shared with other executors, as a dask worker's tasks share one).
+        self.blobs = blobs if blobs is not None else BlobCopy(
+            session, transfers=jobs, retries=retries, on_bytes=self._on_bytes if progress is not None else None,
+            chunk_threshold=chunk_threshold, chunk_size=chunk_size)
+        #: The tree copy every unit runs (the same code the dask tasks run).
+        self.trees = TreeCopy(session, self.blobs, include_nondistributable=include_nondistributable,
+                              blob_sized=self._blob_sized)
+
+    @classmethod
+    def of(cls, session: Session, options: RunOptions, *, keep_going: bool = True,
+           progress: Progress | None = None, blobs: BlobCopy | None = None) -> Executor:
+        """An executor honouring ``options`` (a Plan's :class:`RunOptions`)."""
+        return cls(session, jobs=options.jobs, retries=options.retries,
+                   include_nondistributable=options.include_nondistributable, keep_going=keep_going,
+                   progress=progress, chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size,
+                   blobs=blobs)
 
     def _on_bytes(self, n: int) -> None:
         assert self.progress is not None
@@ -211,8 +314,8 @@ class Executor:
         """The result of a referrer whose subject's unit failed: skipped, and the note says why."""
         result = ImageResult(unit.source, unit.destination, "skipped", unit.target_digest, unit.media_type,
                              list(unit.platforms))
-        result.note = f"not copied: its subject {unit.subject or unit.depends_on} was not copied " \
-                      f"({unit.depends_on} did not succeed)"
+        result.note = (f"not copied: its subject {unit.subject or unit.depends_on} was not copied "
+                       f"({unit.depends_on} did not succeed)")
         log.warning("skip %s: %s", unit.source, result.note)
         return result
 
@@ -227,7 +330,7 @@ class Executor:
         its subject's fallback tag (``sha256-<hex>``), as the distribution spec asks of clients."""
         if not unit.subject or "@" not in unit.destination or "@" not in unit.subject:
             return
-        dst = parse_reference(unit.destination, insecure=unit.insecure).repository
+        dst = unit.destination_ref.repository
         subject = unit.subject.rsplit("@", 1)[1]
         push = await self.session.push(dst)
         fallback = self._fallback()
@@ -244,7 +347,10 @@ class Executor:
             self._image_started(unit)
         token = current_unit.set(unit)
         try:
-            return await self._run_unit(unit)
+            # One retry budget for the unit: its per-image attempts re-send no request that already
+            # failed ``retries + 1`` times (transport.retry_budget).
+            with transport.retry_budget():
+                return await self._run_unit(unit)
         finally:
             current_unit.reset(token)
 
@@ -285,8 +391,8 @@ class Executor:
 
     async def _copy(self, unit: ImageUnit, result: ImageResult) -> None:
         session = self.session
-        src_ref = parse_reference(unit.source, insecure=unit.insecure)
-        dst_ref = parse_reference(unit.destination, insecure=unit.insecure)
+        src_ref = unit.source_ref
+        dst_ref = unit.destination_ref
         src, dst = src_ref.repository, dst_ref.repository
         pull = await session.pull(src)
         push = await session.push(dst)
@@ -305,94 +411,25 @@ class Executor:
             keep, filtered = choose_platforms(top, unit.platforms)
             if filtered is None:
                 child = await read_manifest(session, pull, src, keep[0].digest)
-                await self._copy_tree(src, dst, child, result, tree, 2)
-                await self._put_manifest(src, dst, dst_id, child, result, 2)
+                await self.trees.tree(src, dst, child, result, tree, 2)
+                await self.trees.put(src, dst, dst_id, child, result, 2)
                 result.digest = child.digest
                 result.media_type = child.media_type
                 result.note = f"platform {keep[0].platform_str} of index {top.digest}"
                 return
-            await gather_or_cancel(self._copy_child(src, dst, d, result, tree, 2) for d in keep)
+            await gather_or_cancel(self.trees.child(src, dst, d, result, tree, 2) for d in keep)
             result.note = f"index {top.digest} filtered to {len(keep)} platforms"
             top = filtered
         else:
-            await self._copy_tree(src, dst, top, result, tree, 1)
-        await self._put_manifest(src, dst, dst_id, top, result, 1)
+            await self.trees.tree(src, dst, top, result, tree, 1)
+        await self.trees.put(src, dst, dst_id, top, result, 1)
         result.digest = top.digest
 
-    async def _copy_tree(self, src: Repository, dst: Repository, manifest: Manifest, result: ImageResult,
-                         tree: _Tree, depth: int) -> None:
-        """Everything ``manifest`` (found ``depth`` levels deep) references, present at ``dst`` before the
-        manifest itself is pushed. ``tree`` holds the child copies of this unit, so a child listed many
-        times (by one index or by several) is read and copied once. The first failure cancels the
-        manifest's other copies (their upload sessions are cancelled too)."""
-        where = f"{src.name}@{manifest.digest}"
-        if manifest.is_index:
-            children = children_of(manifest, where, depth)
-            await gather_or_cancel(self._copy_child(src, dst, d, result, tree, depth + 1) for d in children)
-            return
-        await gather_or_cancel(self._copy_blob(src, dst, b, result) for b in blobs_of(manifest, where))
 
-    async def _copy_child(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult,
-                          tree: _Tree, depth: int) -> None:
-        task = tree.get(child.digest)
-        if task is None:
-            task = tree[child.digest] = asyncio.ensure_future(
-                self._copy_child_once(src, dst, child, result, tree, depth))
-        await task
-
-    async def _copy_child_once(self, src: Repository, dst: Repository, child: Descriptor, result: ImageResult,
-                               tree: _Tree, depth: int) -> None:
-        session = self.session
-        push = await session.push(dst)
-        if await session.head_manifest(push, dst, child.digest) is not None:
-            return
-        pull = await session.pull(src)
-        manifest = await read_manifest(session, pull, src, child.digest)
-        await self._copy_tree(src, dst, manifest, result, tree, depth)
-        await self._put_manifest(src, dst, child.digest, manifest, result, depth)
-
-    async def _put_manifest(self, src: Repository, dst: Repository, ref: str, manifest: Manifest,
-                            result: ImageResult, depth: int) -> None:
-        """PUT ``manifest`` after its tree; if the registry misses a reference, the tree is checked at
-        the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed."""
-        async def recheck() -> None:
-            self.blobs.forget(dst, [b.digest for b in manifest.blobs()] if not manifest.is_index else [])
-            again = ImageResult(result.source, result.destination, "copied", result.digest)
-            await self._copy_tree(src, dst, manifest, again, {}, depth)
-            result.blobs_transferred += again.blobs_transferred
-            result.bytes_transferred += again.bytes_transferred
-            result.blobs_mounted += again.blobs_mounted
-
-        await put_manifest_checked(self.session, dst, ref, manifest, recheck)
-
-    async def _copy_blob(self, src: Repository, dst: Repository, blob: Descriptor, result: ImageResult) -> None:
-        if blob.nondistributable and not self.include_nondistributable:
-            log.debug("not copying non-distributable layer %s", blob.digest)
-            return
-        sized = self._blob_sized
-        unit = current_unit.get() if sized is not None else None
-        if sized is not None and unit is not None:
-            sized(unit, blob.size)
-        moved = False
-        try:
-            outcome, size = await self.blobs.ensure(src, dst, blob)
-            moved = outcome == "transferred"
-        finally:
-            if sized is not None and unit is not None and not moved:
-                sized(unit, -blob.size)
-        if outcome == "transferred":
-            result.blobs_transferred += 1
-            result.bytes_transferred += size
-        elif outcome == "mounted":
-            result.blobs_mounted += 1
-        else:
-            result.blobs_skipped += 1
-
-
-async def execute_plan(session: Session, plan: Plan, *, jobs: int, retries: int, include_nondistributable: bool,
-                       keep_going: bool, dry_run: bool, progress: Progress | None, started: float,
-                       chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE) -> Report:
-    """Run a plan on this event loop with one :class:`Executor` (or only list it, with ``dry_run``).
+async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_run: bool,
+                       progress: Progress | None, started: float) -> Report:
+    """Run a plan on this event loop with one :class:`Executor` honouring ``plan.options`` (or only list
+    it, with ``dry_run``).
 
     Planning failures are in the report first; with ``keep_going=False`` they stop the run before any
     unit starts (the units are counted as not attempted)."""
@@ -407,13 +444,11 @@ async def execute_plan(session: Session, plan: Plan, *, jobs: int, retries: int,
         return report
     if plan.errors and not keep_going:
         return report.not_started(len(plan.units), started)
-    executor = Executor(session, jobs=jobs, retries=retries, include_nondistributable=include_nondistributable,
-                        keep_going=keep_going, progress=progress, chunk_threshold=chunk_threshold,
-                        chunk_size=chunk_size)
+    executor = Executor.of(session, plan.options, keep_going=keep_going, progress=progress)
     await executor.run(plan.units, report)
     report.duration = time.monotonic() - started
     return report
 
 
-__all__ = ["MANIFEST_RECHECKS", "Executor", "MirrorError", "Progress", "current_unit", "execute_plan",
+__all__ = ["MANIFEST_RECHECKS", "Executor", "TreeCopy", "MirrorError", "Progress", "current_unit", "execute_plan",
            "put_manifest_checked", "references_unknown", "transient"]

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .errors import MirrorError
 from .manifests import Descriptor, Manifest
-from .session import MirrorError
 
 T = TypeVar("T")
 

@@ -7,19 +7,20 @@ machine) and idempotent (running it twice leaves the destination as running it o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .. import transport
 from ..exceptions import OCITransportError
-from ..name import Repository, Tag, parse_reference
+from ..name import Digest, Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .blobs import SizeMismatch
+from .limits import LimitExceeded, children_of
 from .manifests import (
     INDEX_TYPES,
     Descriptor,
@@ -29,7 +30,7 @@ from .manifests import (
     parse_platform,
     platform_matches,
 )
-from .limits import LimitExceeded, children_of
+from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session
 
@@ -57,17 +58,19 @@ async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLA
 
     Manifests, tag lists and referrers are read as streams (their size is bounded as they arrive), so a
     connection that breaks mid-body fails after the retry layer has returned; planning reads are
-    cheap to repeat whole."""
-    for attempt in range(attempts):
-        try:
-            return await step()
-        except Exception as exc:
-            if attempt + 1 >= attempts or not transient(exc):
-                raise
-            delay = min(0.25 * 2 ** attempt, 2.0)
-            retry_log.info("planning %s: retrying in %.1fs (%d/%d) after: %s", what, delay, attempt + 1,
-                           attempts - 1, describe(exc))
-            await asyncio.sleep(delay)
+    cheap to repeat whole. Every attempt draws from one retry budget (``transport.retry_budget``): a
+    request that already failed ``retries + 1`` times is not sent again, and the step fails with it."""
+    with transport.retry_budget():
+        for attempt in range(attempts):
+            try:
+                return await step()
+            except Exception as exc:
+                if attempt + 1 >= attempts or not transient(exc):
+                    raise
+                delay = min(0.25 * 2 ** attempt, 2.0)
+                retry_log.info("planning %s: retrying in %.1fs (%d/%d) after: %s", what, delay, attempt + 1,
+                               attempts - 1, describe(exc))
+                await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -117,26 +120,32 @@ class ImageUnit:
     subject: str = ""
     depends_on: str = ""
 
+    # Parsed once per unit and kept (executors and the dask graph read them many times).
+    @functools.cached_property
+    def source_ref(self) -> Tag | Digest:
+        """``source`` parsed (with ``insecure``)."""
+        return parse_reference(self.source, insecure=self.insecure)
 
-#: Per Session: destinations its own planning just read and found not at their target digest
-#: (destination -> target). The Executor on that Session copies them without a second HEAD: the answer
-#: is moments old, and copying is idempotent anyway (one request saved per image).
-_stale: weakref.WeakKeyDictionary[Session, dict[str, str]] = weakref.WeakKeyDictionary()
+    @functools.cached_property
+    def destination_ref(self) -> Tag | Digest:
+        """``destination`` parsed (with ``insecure``)."""
+        return parse_reference(self.destination, insecure=self.insecure)
 
 
 def checked_stale(session: Session, unit: ImageUnit) -> bool:
     """Whether ``session``'s own planning found ``unit``'s destination not at ``unit.target_digest``.
     Answers ``True`` once per unit (a retried attempt asks the registry again)."""
-    seen = _stale.get(session)
-    return seen is not None and seen.pop(unit.destination, None) == unit.target_digest != ""
+    return session.stale.pop(unit.destination, None) == unit.target_digest != ""
 
 
 @dataclass
 class Plan:
-    """The units of a run, plus what could not be planned as ``(reference, message)``."""
+    """The units of a run, plus what could not be planned as ``(reference, message)``, and the
+    :class:`~ocitransport.mirror.options.RunOptions` every executor runs it with."""
 
     units: list[ImageUnit] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 def has_identifier(reference: str) -> bool:
@@ -178,7 +187,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
             f"@{identifier_of(src)}" if "@" in source else f":{identifier_of(src)}")
     dst = parse_reference(destination, insecure=insecure)
 
-    async def at_destination() -> tuple[str, str] | None | Exception:
+    async def at_destination() -> tuple[str, str] | Exception | None:
         try:
             rt = await session.push(dst.repository)
             return await session.head_manifest(rt, dst.repository, identifier_of(dst))
@@ -215,7 +224,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
         if not isinstance(current, Exception):
             up_to_date = current is not None and current[0] == target
             if not up_to_date:
-                _stale.setdefault(session, {})[dst.name] = target
+                session.stale[dst.name] = target
     return ImageUnit(src.name, dst.name, digest, target, media_type, up_to_date, tuple(platforms), insecure)
 
 
@@ -224,7 +233,7 @@ async def _subjects(session: Session, unit: ImageUnit) -> list[str]:
     manifest (unless a platform filter replaces it) and the children of an index that are copied."""
     out = [unit.source_digest] if unit.source_digest and unit.target_digest == unit.source_digest else []
     if unit.media_type in INDEX_TYPES:
-        src = parse_reference(unit.source, insecure=unit.insecure).repository
+        src = unit.source_ref.repository
         index = await read_manifest(session, await session.pull(src), src, unit.source_digest)
         children = children_of(index, f"{src.name}@{index.digest}", 1)
         if unit.platforms:
@@ -245,8 +254,8 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
     """
     plan = Plan()
     consumed: set[str] = set()
-    src = parse_reference(unit.source, insecure=unit.insecure).repository
-    dst = parse_reference(unit.destination, insecure=unit.insecure).repository
+    src = unit.source_ref.repository
+    dst = unit.destination_ref.repository
     try:
         pull = await again(lambda: session.pull(src), src.name)
         frontier = [(digest, unit.destination)

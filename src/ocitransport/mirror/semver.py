@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import total_ordering
 
-__all__ = ["MAX_VERSION_NUMBER", "Constraint", "SemverError", "Version", "matching", "parse_constraint", "parse_version"]
+__all__ = ["MAX_VERSION_NUMBER", "Constraint", "SemverError", "Version", "matching", "parse_constraint",
+           "parse_version"]
 
 _IDENT = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
 _VERSION = re.compile(rf"^v?(0|[0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?(?:-({_IDENT}))?(?:\+({_IDENT}))?$")

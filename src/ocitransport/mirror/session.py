@@ -29,6 +29,7 @@ from ..name import Registry, Repository, is_digest, is_media_type, is_tag, shown
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
+from .errors import MirrorError as MirrorError  # re-exported: its old home
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -93,11 +94,6 @@ def parse_pull_quota(headers: Any) -> PullQuota | None:
         return None
     limit = _quota_number(headers.get("RateLimit-Limit"))
     return PullQuota(remaining[0], limit[0] if limit else 0, remaining[1] or (limit[1] if limit else 0))
-
-
-class MirrorError(OCITransportError):
-    """A mirroring step failed for a reason that is not a registry answer (digest mismatch, SSRF guard,
-    missing Location, a platform that is not in an index...)."""
 
 
 class DigestMismatch(MirrorError):
@@ -179,6 +175,8 @@ class Session:
         #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
         #: the run, retries included: the limit layer sits under the retry layer.
         self.limits: transport.LimitBackend = limits if limits is not None else transport.LocalLimits()
+        # Retries draw from the retry_budget scope a request is sent in (a planning step, one image's
+        # copy): a request fails at most ``retries + 1`` times in all, whatever repeats it.
         self.inner: RoundTripper = transport.new_retry(transport.new_limit(client, backend=self.limits),
                                                        backoff=backoff)
         self.max_retries = max(retries, 0)
@@ -190,6 +188,10 @@ class Session:
         #: Registry name -> the lowest pull quota its manifest answers stated in this session (Docker
         #: Hub's ``RateLimit-*`` headers), for the report.
         self.pull_quota: dict[str, PullQuota] = {}
+        #: Destinations this session's own planning just read and found not at their target digest
+        #: (destination -> target). An executor on this Session copies them without a second HEAD: the
+        #: answer is moments old, and copying is idempotent anyway (one request saved per image).
+        self.stale: dict[str, str] = {}
         self._auth: dict[str, Authenticator] = {}
         self._transports: dict[tuple[str, tuple[str, ...]], asyncio.Future[RoundTripper]] = {}
 

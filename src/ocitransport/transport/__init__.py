@@ -22,8 +22,12 @@ from .retry import (
     REMOTE_BACKOFF,
     Backoff,
     Retry,
+    RetryBudget,
+    RetryBudgetSpent,
     is_retryable,
     new_retry,
+    retry_budget,
+    retry_lane,
 )
 from .simple import Scheme, UserAgent, Wrapper, new_user_agent
 from .stack import exchange, exchange_async, from_token, new, new_async
@@ -38,7 +42,9 @@ __all__ = [
     "CATALOG_SCOPE", "DEFAULT_RETRY_STATUS_CODES", "DELETE_SCOPE", "MAX_ERROR_BODY", "MAX_RETRY_AFTER", "PULL_SCOPE",
     "PUSH_SCOPE", "REMOTE_BACKOFF", "Backoff", "BasicAuth", "BearerAuth", "Challenge", "Diagnostic",
     "Error", "ErrorCode", "Limit", "LimitBackend", "LimitPolicy", "LimitStats", "LocalLimits", "Logger",
-    "PingError", "Retry", "Scheme", "Token", "TokenCache", "TokenError", "UserAgent", "Wrapper",
+    "PingError", "Retry", "RetryBudget", "RetryBudgetSpent", "Scheme", "Token", "TokenCache", "TokenError",
+    "UserAgent", "Wrapper",
     "check_error", "exchange", "exchange_async", "from_token", "is_retryable", "new", "new_async",
     "new_limit", "new_logger", "new_retry", "new_user_agent", "parse_challenges", "ping", "ping_async",
+    "retry_budget", "retry_lane",
 ]

@@ -368,6 +368,76 @@ def new_limit(inner: RoundTripper, *, backend: LimitBackend | None = None,
     return Limit(inner, backend if backend is not None else LocalLimits(policy))
 
 
+# ------------------------------------------------------------------------------------------ shared pauses
+# The limit classes a cluster needs that need no dask (the dask board, ClusterPauses, is in
+# mirror/distributed.py).
+
+class PauseBoard(Protocol):
+    """Per-registry "paused until" state shared by every client of a registry (wall-clock seconds).
+
+    The seam for a cluster-wide back-off: ``SharedLimits`` asks ``paused_until`` before each request
+    and calls ``pause`` when a registry answers 429/503 with ``Retry-After``. ``ClusterPauses``
+    implements it with dask.
+    """
+
+    def paused_until(self, registry: str) -> float: ...
+    def pause(self, registry: str, until: float) -> None: ...
+
+
+class LocalPauses:
+    """A ``PauseBoard`` for one process (tests, or a Session outside a cluster)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def paused_until(self, registry: str) -> float:
+        return self._until.get(registry, 0.0)
+
+    def pause(self, registry: str, until: float) -> None:
+        with self._lock:
+            if until > self._until.get(registry, 0.0):
+                self._until[registry] = until
+
+
+class SharedLimits:
+    """A ``transport.LimitBackend`` for one worker of a cluster: the adaptive per-request concurrency
+    (AIMD) of this process, as ``LocalLimits`` keeps it, and pauses shared with every other worker
+    through ``board``.
+
+    A ``Retry-After`` that one worker is given pauses that registry for the whole cluster (within the
+    board's refresh interval); concurrency cuts stay per worker, and the cluster-wide bound on work per
+    registry is the executor's registry semaphores.
+    """
+
+    def __init__(self, board: PauseBoard, policy: LimitPolicy | None = None) -> None:
+        self.board = board
+        self.local = LocalLimits(policy)
+        self.policy = self.local.policy
+
+    def admit(self, registry: str, *, slot: bool = True) -> Admission:
+        return self.local.admit(registry, slot=slot)
+
+    def pause_left(self, registry: str) -> float:
+        # The board's value came from another process (and from a registry): never more than our cap.
+        shared = min(self.board.paused_until(registry) - time.time(), self.policy.max_pause)
+        return max(self.local.pause_left(registry), shared)
+
+    def finish(self, ticket: Admission, *, status: int | None, retry_after: float | None = None) -> None:
+        self.local.finish(ticket, status=status, retry_after=retry_after)
+        if status in self.policy.statuses and retry_after is not None:
+            self.board.pause(ticket.registry, time.time() + min(max(retry_after, 0.0), self.policy.max_pause))
+
+    def withdraw(self, ticket: Admission) -> None:
+        self.local.withdraw(ticket)
+
+    def record_wait(self, seconds: float) -> None:
+        self.local.record_wait(seconds)
+
+    def stats(self) -> LimitStats:
+        return self.local.stats()
+
+
 __all__ = [
     "THROTTLE_STATUS_CODES",
     "AIMDLimit",
@@ -377,6 +447,9 @@ __all__ = [
     "LimitPolicy",
     "LimitStats",
     "LocalLimits",
+    "LocalPauses",
+    "PauseBoard",
     "RegistryLimit",
+    "SharedLimits",
     "new_limit",
 ]

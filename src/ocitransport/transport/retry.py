@@ -9,17 +9,28 @@ docs/deviations.md.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from .._numbers import is_digits, parse_number
 from .._redaction import redact_url
 from .._storage_errors import storage_cause
-from ..exceptions import ConnectError, ProtocolError, ReadError, TimeoutError, TLSError, WriteError
+from ..exceptions import (
+    ConnectError,
+    OCITransportError,
+    ProtocolError,
+    ReadError,
+    TimeoutError,
+    TLSError,
+    WriteError,
+)
 from ..messages import Request, Response
 from ..roundtrip import Exchange, Layer, Read, RoundTripper, Sleep, drive_async, drive_sync
 from .errors import MAX_ERROR_BODY, Error, make_error
@@ -141,10 +152,124 @@ def _retry_after(response: Response) -> float | None:
     return after
 
 
+#: How long a :class:`RetryBudget` remembers a request's failures after the last one (seconds): a
+#: long-lived Session (a dask worker's) tries a request again in a later run.
+BUDGET_MEMORY = 600.0
+
+
+class RetryBudgetSpent(OCITransportError):
+    """A request was not sent: it already failed as many times as the run's retry budget allows."""
+
+
+class RetryBudget:
+    """One retry budget per request, shared by every layer that repeats it.
+
+    Within a :func:`retry_budget` scope (a planning step, one image's copy), a request (method and URL)
+    may fail at most ``attempts`` times in all (default: the retry layer's ``Backoff.steps``, which is
+    ``retries + 1``), whether the re-sends come from the retry layer or from a caller that repeats a
+    whole step (a planning read, an image copied again): once spent, the retry layer stops re-sending it
+    and refuses to send it again with :class:`RetryBudgetSpent` (not retryable, so every outer loop stops
+    too). A success gives the request its whole budget back; failures are forgotten
+    :data:`BUDGET_MEMORY` seconds after the last one. Failures are what the retry layer retries
+    (retryable statuses and errors); a body that breaks after its status line is the caller's to count.
+    """
+
+    __slots__ = ("attempts", "memory", "_failed", "_lock")
+
+    def __init__(self, attempts: int | None = None, *, memory: float = BUDGET_MEMORY) -> None:
+        self.attempts = None if attempts is None else max(attempts, 1)
+        self.memory = memory
+        self._failed: dict[tuple[str, str, str], tuple[int, float, str]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(request: Request) -> tuple[str, str, str]:
+        # The lane tells apart concurrent requests of one scope that share a URL (the POST that starts
+        # each blob's upload): each blob copy is a lane of its own (see retry_lane).
+        return _lane.get(), request.method, request.url
+
+    def failures(self, request: Request) -> int:
+        """How many times ``request`` failed (within the memory)."""
+        found = self._failed.get(self._key(request))
+        if found is None or time.monotonic() - found[1] > self.memory:
+            return 0
+        return found[0]
+
+    def allows(self, request: Request, attempts: int) -> bool:
+        """Whether ``request`` may be sent (again); ``attempts``: the layer's limit when none was set."""
+        return self.failures(request) < (self.attempts or attempts)
+
+    def check(self, request: Request, attempts: int) -> None:
+        """Raise :class:`RetryBudgetSpent` when ``request`` may not be sent."""
+        if self.allows(request, attempts):
+            return
+        count, _, last = self._failed.get(self._key(request), (0, 0.0, ""))
+        raise RetryBudgetSpent(f"{request.method} {redact_url(request.url)}: not sent again, it failed "
+                               f"{count} times (retry budget: retries + 1 attempts per request); last: {last}")
+
+    def failed(self, request: Request, what: str) -> None:
+        key = self._key(request)
+        with self._lock:
+            count = self.failures(request)
+            self._failed[key] = (count + 1, time.monotonic(), what)
+
+    def succeeded(self, request: Request) -> None:
+        if self._failed:
+            with self._lock:
+                self._failed.pop(self._key(request), None)
+
+
+_budget: contextvars.ContextVar[RetryBudget | None] = contextvars.ContextVar("ocitransport_retry_budget",
+                                                                            default=None)
+
+
+_lane: contextvars.ContextVar[str] = contextvars.ContextVar("ocitransport_retry_lane", default="")
+
+
+@contextlib.contextmanager
+def retry_lane(name: str) -> Iterator[None]:
+    """Requests sent inside count in the budget under ``name`` too: concurrent work of one scope that
+    sends the same request (each blob's upload starts with ``POST .../blobs/uploads/``) does not spend
+    the others' budget."""
+    token = _lane.set(name)
+    try:
+        yield
+    finally:
+        _lane.reset(token)
+
+
+@contextlib.contextmanager
+def retry_budget(attempts: int | None = None) -> Iterator[RetryBudget]:
+    """A scope whose requests share one :class:`RetryBudget` (nested scopes and the tasks started inside
+    share the outermost one): every retry layer they pass draws from it."""
+    current = _budget.get()
+    if current is not None:
+        yield current
+        return
+    budget = RetryBudget(attempts)
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
+
+
+def current_budget() -> RetryBudget | None:
+    """The :class:`RetryBudget` of the :func:`retry_budget` scope this code runs in, if any."""
+    return _budget.get()
+
+
+def _failure(response: Response | None, error: BaseException | None) -> str:
+    if error is not None:
+        return " ".join(str(error).split())[:300] or type(error).__name__
+    assert response is not None
+    return f"status {response.status}"
+
+
 class Retry(Layer):
     """Re-sends a request that failed with a retryable error or status, with backoff."""
 
-    __slots__ = ("backoff", "predicate", "status_codes", "max_retry_after")
+    __slots__ = ("backoff", "budget", "predicate", "status_codes", "max_retry_after")
 
     def __init__(
         self,
@@ -154,9 +279,13 @@ class Retry(Layer):
         predicate: Callable[[BaseException], bool] | None = None,
         status_codes: Collection[int] | None = None,
         max_retry_after: float = MAX_RETRY_AFTER,
+        budget: RetryBudget | None = None,
     ) -> None:
         super().__init__(inner)
         self.backoff = REMOTE_BACKOFF if backoff is None else backoff
+        #: Failures per request shared with whatever repeats requests above this layer (default: the
+        #: :func:`retry_budget` scope the request is sent in, if any; else per call).
+        self.budget = budget
         self.predicate = is_retryable if predicate is None else predicate
         self.status_codes = DEFAULT_RETRY_STATUS_CODES if status_codes is None else frozenset(status_codes)
         self.max_retry_after = max_retry_after
@@ -165,45 +294,69 @@ class Retry(Layer):
     # costs nothing here); only a failure or a retryable status enters ``_again``, the one place the
     # retry logic lives, which ``handle`` (the generator face other layers compose with) shares.
     def round_trip(self, request: Request) -> Response:
+        budget = self.budget if self.budget is not None else _budget.get()
+        if budget is not None:
+            budget.check(request, max(self.backoff.steps, 1))
         try:
             response = self.inner.round_trip(request)
         except Exception as exc:  # noqa: BLE001 - decided by the predicate in _again
             return drive_sync(self._again(request, None, exc), self.inner)
         if response.status not in self.status_codes:
+            if budget is not None:
+                budget.succeeded(request)
             return response
         return drive_sync(self._again(request, response, None), self.inner)
 
     async def round_trip_async(self, request: Request) -> Response:
+        budget = self.budget if self.budget is not None else _budget.get()
+        if budget is not None:
+            budget.check(request, max(self.backoff.steps, 1))
         try:
             response = await self.inner.round_trip_async(request)
         except Exception as exc:  # noqa: BLE001 - decided by the predicate in _again
             return await drive_async(self._again(request, None, exc), self.inner)
         if response.status not in self.status_codes:
+            if budget is not None:
+                budget.succeeded(request)
             return response
         return await drive_async(self._again(request, response, None), self.inner)
 
     def handle(self, request: Request) -> Exchange:
+        budget = self.budget if self.budget is not None else _budget.get()
+        if budget is not None:
+            budget.check(request, max(self.backoff.steps, 1))
         try:
             response: Response = yield request
         except Exception as exc:  # noqa: BLE001 - decided by the predicate in _again
             return (yield from self._again(request, None, exc))
         if response.status not in self.status_codes:
+            if budget is not None:
+                budget.succeeded(request)
             return response
         return (yield from self._again(request, response, None))
 
     def _again(self, request: Request, response: Response | None, error: BaseException | None) -> Exchange:
         """Retries after a first attempt that gave ``response`` or raised ``error``."""
         delays = self.backoff.delays()  # drawn on the first failure: successes never get here
+        budget = self.budget if self.budget is not None else _budget.get()
+        limit = max(self.backoff.steps, 1)
         attempt = 0
         waited = 0.0
         while True:
+            if budget is not None:
+                if response is not None and response.status not in self.status_codes:
+                    budget.succeeded(request)
+                elif error is None or self.predicate(error):
+                    budget.failed(request, _failure(response, error))
+            spent = budget is not None and not budget.allows(request, limit)
             if error is not None:
-                if attempt >= len(delays) or not request.replayable or not self.predicate(error):
+                if attempt >= len(delays) or spent or not request.replayable or not self.predicate(error):
                     raise error
                 delay = delays[attempt]
             else:
                 assert response is not None
-                if response.status not in self.status_codes or attempt >= len(delays) or not request.replayable:
+                if response.status not in self.status_codes or attempt >= len(delays) or spent \
+                        or not request.replayable:
                     if attempt:
                         response.extensions["retries"] = attempt
                         response.extensions["retry_wait"] = waited
@@ -248,11 +401,14 @@ def new_retry(
     predicate: Callable[[BaseException], bool] | None = None,
     status_codes: Collection[int] | None = None,
     max_retry_after: float = MAX_RETRY_AFTER,
+    budget: RetryBudget | None = None,
 ) -> Retry:
-    """Wrap ``inner`` in a retry layer (defaults: the remote package's backoff, statuses and errors)."""
+    """Wrap ``inner`` in a retry layer (defaults: the remote package's backoff, statuses and errors;
+    ``budget``: failures per request shared with the layers above, see :class:`RetryBudget`)."""
     return Retry(inner, backoff=backoff, predicate=predicate, status_codes=status_codes,
-                 max_retry_after=max_retry_after)
+                 max_retry_after=max_retry_after, budget=budget)
 
 
-__all__ = ["DEFAULT_RETRY_STATUS_CODES", "MAX_RETRY_AFTER", "REMOTE_BACKOFF", "Backoff", "Retry", "describe_wait",
-           "is_retryable", "new_retry", "parse_retry_after", "refused_wait"]
+__all__ = ["BUDGET_MEMORY", "DEFAULT_RETRY_STATUS_CODES", "MAX_RETRY_AFTER", "REMOTE_BACKOFF", "Backoff", "Retry",
+           "RetryBudget", "RetryBudgetSpent", "current_budget", "describe_wait", "is_retryable", "new_retry",
+           "parse_retry_after", "refused_wait", "retry_budget", "retry_lane"]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .authn import DefaultKeychain, Keychain
+from ..authn import DefaultKeychain, Keychain
 
 __all__ = ["add_credential_options", "add_tls_options", "check", "keychain", "routed", "BOOL_HELP"]
 
@@ -77,8 +77,8 @@ def keychain(args: argparse.Namespace, src: str | None = None, dest: str | None 
     """The keychain of a run: ``--src-creds`` for ``src``'s registry, ``--dest-creds`` for ``dest``'s,
     ``--creds`` for every other, then ``--authfile`` or the default files. ``None`` when no option
     changes the default. Raises :class:`~ocitransport.credentials.CredentialsError`."""
-    from .credentials import AuthFileKeychain, CommandLineKeychain, CredentialsError, parse_creds
-    from .name import Registry
+    from ..credentials import AuthFileKeychain, CommandLineKeychain, CredentialsError, parse_creds
+    from ..name import Registry
 
     fallback: Keychain = AuthFileKeychain(args.authfile) if getattr(args, "authfile", None) else DefaultKeychain()
     given: dict[str, Any] = {}
@@ -106,21 +106,23 @@ def keychain(args: argparse.Namespace, src: str | None = None, dest: str | None 
 def routed(stack: contextlib.ExitStack, client: Any, args: argparse.Namespace,
            sides: Sequence[tuple[str, str]], jobs: int) -> Any:
     """``client``, or a router sending each side's registry through a Client with its own TLS settings
-    (the sync file's per-registry ``tls-verify`` / ``cert-dir`` path: ``mirror.sync._TLSClients``).
+    (the path of the sync file's per-registry ``tls-verify`` / ``cert-dir``: ``mirror.options.tls_transport``).
     ``sides`` are ``(registry, option prefix)`` pairs, prefix ``"src"``, ``"dest"`` or ``""``."""
-    from .credentials import side_tls, tls_config
-    from .mirror.sync import _RegistryRouter, _TLSClients
+    from ..credentials import side_tls
+    from ..mirror.options import RegistryTLS, tls_transport
+    from ..name import Registry
 
-    settings = []
+    seen: dict[str, Any] = {}
     for registry, prefix in sides:
         dash = f"{prefix}_" if prefix else ""
         found = side_tls(registry, getattr(args, f"{dash}tls_verify", None), getattr(args, f"{dash}cert_dir", None))
         if found is not None:
-            settings.append(found)
-    if not settings:
+            seen.setdefault(Registry(found.registry).name, found)
+    if not seen:
         return client
-    clients = stack.enter_context(_TLSClients(tls_config(settings), jobs))
-    return _RegistryRouter(client, clients) if clients else client
+    tls = tuple(RegistryTLS.from_cert_dir(side.registry, side.cert_dir, verify=side.tls_verify)
+                for side in seen.values())
+    return stack.enter_context(tls_transport(client, tls, jobs))
 
 
 def plain_http(args: argparse.Namespace) -> bool:
@@ -165,7 +167,7 @@ def fail_fast(client: Any, args: argparse.Namespace) -> Any:
     ``--retry-unreachable``."""
     if getattr(args, "retry_unreachable", False):
         return client
-    from .reachability import Reachability
+    from ..reachability import Reachability
 
     reach = Reachability(client)
     args.reachability = reach
@@ -245,9 +247,9 @@ def auth_hints(errors: Sequence[tuple[str, str]], chain: Keychain | None,
     where they came from (option, file or helper; never the secret) and what to do."""
     import re
 
-    from .authn import Anonymous, AuthError
-    from .credentials import describe_source
-    from .name import Registry
+    from ..authn import Anonymous, AuthError
+    from ..credentials import describe_source
+    from ..name import Registry
 
     chain = chain if chain is not None else DefaultKeychain()
     hosts: list[str] = []
@@ -285,7 +287,7 @@ def storage_hints(errors: Sequence[tuple[str, str]]) -> list[str]:
     """One line per registry whose storage failed in ``errors`` (full, quota, read-only): not retried."""
     import re
 
-    from ._storage_errors import storage_cause
+    from .._storage_errors import storage_cause
 
     lines: list[str] = []
     for _, message in errors:
@@ -308,7 +310,7 @@ def implicit_hub_hints(references: Sequence[str], errors: Sequence[tuple[str, st
     """For a failed reference the command line named without a registry: how it was read
     (``myhost:5000/app`` is a registry and a repository; ``myhost:5000`` alone is Docker Hub's
     ``library/myhost`` with tag ``5000``)."""
-    from .name import Repository
+    from ..name import Repository
 
     if not errors:
         return []

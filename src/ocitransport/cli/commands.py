@@ -19,7 +19,7 @@ _EPILOG = ("Credentials come from --creds, else --authfile, else the docker conf
 
 
 def _common(tls: bool = True) -> argparse.ArgumentParser:
-    from . import cliopts
+    from . import options as cliopts
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
@@ -101,16 +101,16 @@ def _error(message: str) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from .client import Client
+    from ..client import Client
 
     return Client()
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one of :data:`COMMANDS`; returns the exit status (errors printed as one line)."""
-    from . import cliopts
-    from .credentials import CredentialsError
-    from .exceptions import OCITransportError
+    from ..credentials import CredentialsError
+    from ..exceptions import OCITransportError
+    from . import options as cliopts
 
     problem = cliopts.check(args)
     if args.command == "blob" and "@" not in args.ref:
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.command == "logout":
-            from .credentials import logout
+            from ..credentials import logout
 
             where = logout(args.registry, authfile=args.authfile)
             print(f"removed the credentials for {args.registry} from {where}", file=sys.stderr)
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             return _login(args)
         return _inspect(args)
     except (CredentialsError, ValueError) as exc:
-        from .name import BadName
+        from ..name import BadName
 
         _error(str(exc))
         # A bad reference or option value is bad usage (2); a refused logout or credential store is 1.
@@ -154,10 +154,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _login(args: argparse.Namespace) -> int:
-    from . import cliopts
-    from .authn import Basic
-    from .credentials import login, read_password
-    from .name import Registry
+    from ..authn import Basic
+    from ..credentials import login, read_password
+    from ..name import Registry
+    from . import options as cliopts
 
     if args.password is not None and args.password_stdin:
         _error("give --password or --password-stdin, not both")
@@ -177,15 +177,15 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from . import cliopts
-    from . import inspect as ops
+    from .. import inspect as ops
+    from . import options as cliopts
 
     target = getattr(args, "ref", None) or getattr(args, "repo", None) or args.registry
     registry = ops.registry_of(target, catalog=args.command == "catalog")
     keychain = args.keychain_used = cliopts.keychain(args, None, None)
     with _client(args) as client, contextlib.ExitStack() as stack:
         routed = cliopts.routed(stack, client, args, [(registry, "")], 1)
-        from . import transport
+        from .. import transport
 
         # As the mirror's Session: retries with backoff (each one shown), and fail fast on a registry
         # that never answered unless --retry-unreachable.
