@@ -3,6 +3,11 @@
     python benchmarks/bench_mirror.py [--rounds 3] [--scenarios 1,2,3] [--images 50] [--layers 3] [--mib 1]
                                       [--jobs 8] [--repos 20] [--base-mib 64] [--big-mib 1024]
     python -m pytest benchmarks/bench_mirror.py -s        (the same, default sizes)
+    python benchmarks/bench_mirror.py --rtt 0,20,50,100 [--mbps N] [--images 40] [--rounds 3]
+                                      [--fixed-jobs 8,16,32,64]
+
+``--rtt``: the distance sweep instead of the scenarios below (benchmarks/_far.py): the source put that
+many ms away by the link shaper, TLS at both ends, ours vs skopeo sync, skopeo copy x8 and oras-py.
 
 Scenarios (issue 6), every ratio measured side by side in one run:
 
@@ -379,6 +384,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repos", type=int, default=20)
     parser.add_argument("--base-mib", type=float, default=64)
     parser.add_argument("--big-mib", type=float, default=1024)
+    parser.add_argument("--rtt", default="", help="round-trip times (ms, comma-separated) of the distance sweep")
+    parser.add_argument("--mbps", type=float, default=0, help="per-connection rate cap of the sweep (Mbit/s)")
+    parser.add_argument("--fixed-jobs", default="8,16,32,64", help="fixed --jobs values the sweep also runs")
     return parser.parse_args(argv)
 
 
@@ -389,6 +397,19 @@ def main(argv: list[str] | None = None) -> int:
         print("needs docker-registry (apt-get install docker-registry)", file=sys.stderr)
         return 1
     ensure_bytecode()  # CLI runs start as an installed package would
+    if args.rtt:
+        from benchmarks._far import run_far
+
+        out: list[str] = []
+
+        def say(text: str = "") -> None:
+            print(text, flush=True)
+            out.append(text)
+
+        say(f"load at start: {load()}; {os.cpu_count()} CPUs")
+        run_far(args, say)
+        say(f"load at end: {load()}")
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     fleet = Fleet(binary, workdir)
     bench = Bench(args, fleet, workdir)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from ..exceptions import OCITransportError
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
+from .concurrency import AUTO, Jobs, check_jobs, most_jobs
 from .execute import Progress, execute_plan
 from .manifests import ManifestError
 from .plan import ImageUnit, Plan, describe, plan_reference
@@ -86,7 +87,7 @@ def _pool_limits(jobs: int) -> _PoolLimits:
 class _Owned:
     """The Client to use, created for ``jobs`` (and closed afterwards) when the caller gave none."""
 
-    def __init__(self, client: Client | None, jobs: int) -> None:
+    def __init__(self, client: Client | None, jobs: Jobs) -> None:
         self.given = client
         self.client = client
         self.jobs = jobs
@@ -95,7 +96,7 @@ class _Owned:
         if self.client is None:
             from ..client import Client
 
-            self.client = Client(**_pool_limits(self.jobs))
+            self.client = Client(**_pool_limits(most_jobs(self.jobs)))
         return self.client
 
     def __exit__(self, *exc: object) -> None:
@@ -103,9 +104,8 @@ class _Owned:
             self.client.close()
 
 
-def _check_jobs(jobs: int) -> None:
-    if jobs < 1:
-        raise ValueError("jobs must be greater than zero")
+def _check_jobs(jobs: Jobs) -> None:
+    check_jobs(jobs)
 
 
 async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[str], insecure: bool,
@@ -114,7 +114,7 @@ async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[s
 
 
 def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
-         platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+         platforms: Sequence[str] | None = None, jobs: Jobs = AUTO, retries: int = 3,
          include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
          dry_run: bool = False, progress: Progress | None = None, referrers: bool = True,
          chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE,
@@ -155,7 +155,7 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
 def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
                       include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                       client: Client | None = None, keychain: Keychain | None = None,
-                      platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+                      platforms: Sequence[str] | None = None, jobs: Jobs = AUTO, retries: int = 3,
                       include_nondistributable: bool = False, insecure: bool = False,
                       keep_going: bool = True, dry_run: bool = False,
                       progress: Progress | None = None, referrers: bool = True,
@@ -180,7 +180,7 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
 def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
                         include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                         client: Client | None = None, keychain: Keychain | None = None,
-                        platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+                        platforms: Sequence[str] | None = None, jobs: Jobs = AUTO, retries: int = 3,
                         include_nondistributable: bool = False, insecure: bool = False,
                         keep_going: bool = True, dry_run: bool = False,
                         progress: Progress | None = None, referrers: bool = True,
@@ -199,7 +199,7 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                 try:
                     part = await _plan_repository(session, src_repo, dst_repo, tags=tags, include=include,
                                                   exclude=exclude, platforms=platforms or (),
-                                                  insecure=insecure, jobs=jobs, referrers=referrers)
+                                                  insecure=insecure, jobs=most_jobs(jobs), referrers=referrers)
                 except (OCITransportError, ValueError) as exc:
                     part = Plan(errors=[(src_repo, describe(exc))])
                 plan.units.extend(part.units)
@@ -221,17 +221,17 @@ def plan_copy(src: str, dst: str, *, client: Client | None = None, keychain: Key
 def plan_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                     client: Client | None = None, keychain: Keychain | None = None,
-                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: int = 8,
+                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: Jobs = AUTO,
                     referrers: bool = True) -> Plan:
     """The plan :func:`mirror_repository` would run (reads the registries, writes nothing)."""
     with _Owned(client, jobs) as c:
         return _run(lambda: _plan_repository(Session(c, keychain), src_repo, dst_repo, tags=tags,
                                              include=include, exclude=exclude, platforms=platforms or (),
-                                             insecure=insecure, jobs=jobs, referrers=referrers))
+                                             insecure=insecure, jobs=most_jobs(jobs), referrers=referrers))
 
 
 def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychain: Keychain | None = None,
-            jobs: int = 8, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
+            jobs: Jobs = AUTO, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
             progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
             chunk_size: int = CHUNK_SIZE, allow_private_storage: Sequence[str] = ()) -> Report:
     """Run planned units (from any plan, possibly made elsewhere) and report."""

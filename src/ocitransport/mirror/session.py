@@ -29,6 +29,7 @@ from ..name import Registry, Repository, is_digest, is_media_type, is_tag, shown
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
+from .concurrency import Observe
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -179,7 +180,9 @@ class Session:
         #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
         #: the run, retries included: the limit layer sits under the retry layer.
         self.limits: transport.LimitBackend = limits if limits is not None else transport.LocalLimits()
-        self.inner: RoundTripper = transport.new_retry(transport.new_limit(client, backend=self.limits),
+        #: Connection counts and latency samples of every request (mirror/concurrency.py).
+        self.observe = Observe(client)
+        self.inner: RoundTripper = transport.new_retry(transport.new_limit(self.observe, backend=self.limits),
                                                        backoff=backoff)
         self.max_retries = max(retries, 0)
         self.retries = 0

@@ -5,7 +5,7 @@ source registries; a handful of other top-level keys (below) hold the run's opti
 
     destination: mirror.example.com/mirror   # registry or registry/prefix (--dest overrides it)
     scoped: false        # true: keep the source registry and full path under the destination
-    jobs: 8              # images and blob streams in parallel
+    jobs: auto           # images in parallel: a number, or auto (latency-aware, the default)
     retries: 3           # retries per request and per blob
     keep-going: false    # true: after a failure, go on with the other images
     defaults:            # apply to every source registry that does not set them itself
@@ -68,6 +68,8 @@ from ..authn import Authenticator, Basic, DefaultKeychain, Keychain, Target
 from ..exceptions import OCITransportError
 from ..name import Registry, Repository
 from ..roundtrip import RoundTripper
+from ..transport.autotune import AUTO_INITIAL
+from .concurrency import AUTO, Jobs, check_jobs, most_jobs
 from .execute import Progress, execute_plan
 from .manifests import parse_platform
 from .plan import Plan, describe, plan_reference, plan_repository
@@ -176,7 +178,7 @@ class SyncConfig:
     registries: tuple[SourceRegistry, ...] = ()
     destination: str = ""
     scoped: bool = False
-    jobs: int = 8
+    jobs: Jobs = AUTO
     retries: int = 3
     keep_going: bool = False
     #: Where the configuration came from (a file path, or ``<dict>``), for messages.
@@ -370,7 +372,7 @@ class _Validator:
             elif key == "keep-going":
                 options["keep_going"] = self._bool(value, path)
             elif key == "jobs":
-                options["jobs"] = self._int(value, path, 1)
+                options["jobs"] = AUTO if value == AUTO else self._int(value, path, 1)
             elif key == "retries":
                 options["retries"] = self._int(value, path, 0)
             elif key == "defaults":
@@ -570,7 +572,7 @@ class _RegistryRouter(RoundTripper):
 class _TLSClients:
     """Clients for source registries with their own TLS settings (made on enter, closed on exit)."""
 
-    def __init__(self, config: SyncConfig, jobs: int) -> None:
+    def __init__(self, config: SyncConfig, jobs: Jobs) -> None:
         self.config = config
         self.jobs = jobs
         self.clients: dict[str, Client] = {}
@@ -589,7 +591,7 @@ class _TLSClients:
                 ca, cert = _cert_dir(source.cert_dir)
                 if ca and source.tls_verify:
                     verify = self._bundle(ca)
-            client = Client(verify=verify, cert=cert, **_pool_limits(self.jobs))
+            client = Client(verify=verify, cert=cert, **_pool_limits(most_jobs(self.jobs)))
             for host in _hosts_of(source.registry):
                 self.clients[host] = client
         return self.clients
@@ -653,7 +655,7 @@ class PlanExecutor(Protocol):
 
 # ------------------------------------------------------------------------------------------- planning
 
-async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = None,
+async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
                     platforms: Sequence[str] | None = None, include: Sequence[str] = (),
                     exclude: Sequence[str] = (), insecure: bool = False,
                     referrers: bool | None = None) -> Plan:
@@ -663,8 +665,8 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = 
     every registry's filters; ``insecure`` allows plain HTTP everywhere. Planning failures are
     ``Plan.errors``.
     """
-    jobs = jobs or config.jobs
-    limit = asyncio.Semaphore(max(jobs, 1))
+    width = most_jobs(jobs or config.jobs)
+    limit = asyncio.Semaphore(max(width, 1))
 
     async def one(source: SourceRegistry, selection: ImageSelection) -> Plan:
         src = Repository(f"{source.registry}/{selection.repository}", insecure=insecure or source.insecure)
@@ -680,7 +682,7 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = 
                     listed = await session.list_tags(await session.pull(src), src)
                 tags = source.filter(selection.select(listed))
                 part = await plan_repository(session, src.name, dst, tags=tags, platforms=plats, insecure=unsafe,
-                                             jobs=jobs, referrers=source.referrers)
+                                             jobs=width, referrers=source.referrers)
             except (OCITransportError, ValueError) as exc:
                 return Plan(errors=[(src.name, describe(exc))])
             for digest in selection.digests:  # the image and, with referrers, its referrers
@@ -721,7 +723,7 @@ def _coerce(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any]) -> 
 
 def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, destination: str | None = None,
          client: Client | None = None, keychain: Keychain | None = None, executor: PlanExecutor | None = None,
-         dry_run: bool = False, progress: Progress | None = None, jobs: int | None = None,
+         dry_run: bool = False, progress: Progress | None = None, jobs: Jobs | None = None,
          retries: int | None = None, keep_going: bool | None = None, platforms: Sequence[str] | None = None,
          include: Sequence[str] = (), exclude: Sequence[str] = (), include_nondistributable: bool = False,
          insecure: bool = False, referrers: bool | None = None,
@@ -749,8 +751,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     jobs = cfg.jobs if jobs is None else jobs
     retries = cfg.retries if retries is None else retries
     keep_going = cfg.keep_going if keep_going is None else keep_going
-    if jobs < 1:
-        raise ValueError("jobs must be greater than zero")
+    check_jobs(jobs)
     chain = cfg.keychain(keychain)
     private_ok = frozenset([*allow_private_storage, *(s.registry for s in cfg.registries if s.allow_private_storage)])
     if private_ok and isinstance(getattr(executor, "allow_private_storage", None), frozenset):
@@ -782,7 +783,8 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     if plan.errors and not keep_going:
         # As the local path: nothing starts when planning already failed and we are told to stop.
         return Report.of_plan(plan.errors).not_started(len(plan.units), started)
-    report = executor.execute(plan, jobs=jobs, retries=retries, keep_going=keep_going,
+    # Executors elsewhere take a number: ``auto`` is where it starts.
+    report = executor.execute(plan, jobs=AUTO_INITIAL if jobs == AUTO else jobs, retries=retries, keep_going=keep_going,
                               include_nondistributable=include_nondistributable, progress=progress)
     report.note_pull_quota(planning)
     for ref, message in plan.errors:
