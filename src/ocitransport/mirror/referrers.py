@@ -130,12 +130,27 @@ async def discover(session: Session, rt: RoundTripper, repo: Repository, digest:
     found: list[Found] = []
 
     async def listed() -> tuple[list[dict[str, Any]] | None, str]:
-        entries = await referrers_api(session, rt, repo, digest)
-        if entries is not None:
-            return entries, ""
         tag = fallback_tag(digest)
+        probe = known_tags is None or tag in known_tags
         head = None
-        if known_tags is None or tag in known_tags:
+        if probe and _api_support.get(session, {}).get(repo.registry.name) is None:
+            # Whether the registry has the API is not known yet: its fallback tag is asked for at the
+            # same time (one HEAD more where the API answers, one round trip less where it does not).
+            both = await asyncio.gather(referrers_api(session, rt, repo, digest),
+                                        session.head_manifest(rt, repo, tag), return_exceptions=True)
+            if isinstance(both[0], BaseException):
+                raise both[0]
+            entries = both[0]
+            if entries is not None:
+                return entries, ""
+            if isinstance(both[1], BaseException):
+                raise both[1]
+            head, probe = both[1], False
+        else:
+            entries = await referrers_api(session, rt, repo, digest)
+            if entries is not None:
+                return entries, ""
+        if probe:
             head = await session.head_manifest(rt, repo, tag)
         if head is None:
             return None, ""
