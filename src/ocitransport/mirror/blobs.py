@@ -25,6 +25,7 @@ from ..messages import Response
 from ..name import Repository
 from ..roundtrip import RoundTripper
 from .manifests import Descriptor
+from .ranged import RangedSource, ranged_for
 from .session import DigestMismatch, MirrorError, Session, Upload
 
 log = logging.getLogger("ocitransport.mirror")
@@ -270,7 +271,9 @@ class _BlobTransfer:
         self.hashes: dict[int, Any] = {0: first}
         self.chunked = blob.size > owner.chunk_threshold
         self.stats = TransferStats(blobs=1, blob_bytes=blob.size)
-        self.source = _Source(self)
+        single = _Source(self)
+        # Large blobs: parallel ranged parts, in order (mirror/ranged.py); else one stream.
+        self.source: _Source | RangedSource = ranged_for(self, single) or single
         self.reported = 0  # progress already told to on_bytes (a high-water mark: resumes don't count twice)
 
     def opened(self, upload: Upload) -> None:
