@@ -236,3 +236,67 @@ def _one_rtt(args: Any, say: Callable[[str], None], rtt: float, src: RegistrySer
 
 
 __all__ = ["run_far"]
+
+
+_BIG_CHILD = """
+import json, sys
+from ocitransport.mirror import copy
+r = copy(sys.argv[1], sys.argv[2])
+print(json.dumps({"ok": r.ok, "bytes": r.bytes_transferred, "errors": r.errors, "connections": r.connections}))
+sys.exit(0 if r.ok else 1)
+"""
+
+
+def run_big(args: Any, say: Callable[[str], None]) -> None:
+    """One ``--big-mib`` MiB layer from a source ``--rtt`` ms away behind a ``--big-cap`` MiB/s
+    per-connection cap (plain HTTP/1.1 registries: every ranged GET is a connection of its own, as to an
+    object store or CDN); ours (a child process: its peak RSS) vs ``skopeo copy``, ``--rounds`` rounds."""
+    from benchmarks._mirror_fixtures import Fleet, push_big, run_child
+    from ocitransport.mirror._demo import registry_binary
+
+    rtt = float(str(args.rtt).split(",")[-1])
+    cap = int(args.big_cap * MiB)
+    size = int(args.big_mib * MiB)
+    binary = registry_binary()
+    assert binary is not None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-big-"))
+    fleet = Fleet(binary, workdir)
+    ours: list[tuple[float, int]] = []
+    theirs: list[float] = []
+    try:
+        src = fleet.start("big-src")
+        started = time.perf_counter()
+        push_big(src.host, "big/app", "v1", size)
+        say(f"(big) one {args.big_mib:g} MiB layer pushed in {time.perf_counter() - started:.1f} s; source "
+            f"{rtt:g} ms away, {args.big_cap:g} MiB/s per connection; load {load()}")
+        with LinkShaper("127.0.0.1", src.port, delay=rtt / 2000, rate=cap) as link:
+            for rnd in range(args.rounds):
+                with fleet.destination("big-dst") as dst:
+                    wall, _, rss, out = run_child([sys.executable, "-c", _BIG_CHILD, f"{link.host}/big/app:v1",
+                                                   f"{dst.host}/big/app:v1"], capture=True)
+                    ours.append((wall, rss))
+                    print(f"  ours: {wall:.1f} s, peak RSS {rss / MiB:.0f} MiB {out.strip()[:200]}", flush=True)
+                if shutil.which("skopeo"):
+                    with fleet.destination("big-dst") as dst:
+                        theirs.append(_skopeo(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                               "--dest-tls-verify=false", f"docker://{link.host}/big/app:v1",
+                                               f"docker://{dst.host}/big/app:v1"], workdir))
+                        print(f"  skopeo copy: {theirs[-1]:.1f} s", flush=True)
+    finally:
+        fleet.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    wall = statistics.median(w for w, _ in ours)
+    rss = max(r for _, r in ours)
+    say("")
+    say(f"**One {args.big_mib:g} MiB layer, source {rtt:g} ms away, {args.big_cap:g} MiB/s per connection** "
+        f"(median of {args.rounds})")
+    say("")
+    say("| tool | wall | MiB/s | vs skopeo copy | peak RSS |\n|---|---|---|---|---|")
+    base = statistics.median(theirs) if theirs else None
+    say(f"| ocitransport (ranged parts) | {wall:.1f} s | {args.big_mib / wall:.0f} | "
+        f"{f'{base / wall:.1f}x' if base else '-'} | {rss / MiB:.0f} MiB |")
+    if base:
+        say(f"| skopeo copy | {base:.1f} s | {args.big_mib / base:.0f} | 1.0x | - |")
+
+
+__all__ += ["run_big"]

@@ -387,6 +387,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rtt", default="", help="round-trip times (ms, comma-separated) of the distance sweep")
     parser.add_argument("--mbps", type=float, default=0, help="per-connection rate cap of the sweep (Mbit/s)")
     parser.add_argument("--fixed-jobs", default="8,16,32,64", help="fixed --jobs values the sweep also runs")
+    parser.add_argument("--big", action="store_true",
+                        help="with --rtt: one --big-mib layer from the last RTT behind --big-cap MiB/s per connection")
+    parser.add_argument("--big-cap", type=float, default=20, help="per-connection cap of --big (MiB/s)")
+    parser.add_argument("--no-sweep", action="store_true", help="with --rtt --big: only the big layer")
     return parser.parse_args(argv)
 
 
@@ -398,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ensure_bytecode()  # CLI runs start as an installed package would
     if args.rtt:
-        from benchmarks._far import run_far
+        from benchmarks._far import run_big, run_far
 
         out: list[str] = []
 
@@ -407,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
             out.append(text)
 
         say(f"load at start: {load()}; {os.cpu_count()} CPUs")
-        run_far(args, say)
+        if not args.no_sweep:
+            run_far(args, say)
+        if args.big:
+            run_big(args, say)
         say(f"load at end: {load()}")
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-mirror-"))

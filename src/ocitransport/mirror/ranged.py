@@ -38,6 +38,10 @@ RANGED_PART = 8 << 20
 RANGED_STREAMS = 8
 
 
+#: Bytes handed to the upload at a time.
+_PIECE = 1 << 20
+
+
 class _NoRange(Exception):
     """The source answered a ranged request with the whole blob (``200``)."""
 
@@ -68,7 +72,7 @@ class RangedSource:
         self.fallback = fallback
         self.part = max(part, 1)
         self.streams = max(streams, 1)
-        self.parts: dict[int, asyncio.Task[bytes]] = {}
+        self.parts: dict[int, asyncio.Task[bytearray]] = {}
         self.ranged = True
         self.failed: OCITransportError | None = None
 
@@ -95,7 +99,7 @@ class RangedSource:
             if idx not in self.parts:
                 self.parts[idx] = asyncio.ensure_future(self._fetch(idx))
 
-    async def _part(self, idx: int) -> bytes:
+    async def _part(self, idx: int) -> bytearray:
         self._ensure(idx)
         task = self.parts[idx]
         try:
@@ -122,13 +126,14 @@ class RangedSource:
             for old in [i for i in self.parts if i < idx]:  # bounded: only the window is kept
                 self.parts.pop(old).cancel()
             offset = pos - idx * self.part
-            piece = data[offset:offset + (end - pos)]
+            # Handed on in pieces of at most _PIECE bytes: one copy of a piece at a time, not of a part.
+            piece = bytes(memoryview(data)[offset:offset + min(end - pos, _PIECE)])
             pos += len(piece)
             if pos >= (idx + 1) * self.part or pos >= self.blob.size:
                 self.parts.pop(idx, None)
             yield piece
 
-    async def _fetch(self, idx: int) -> bytes:
+    async def _fetch(self, idx: int) -> bytearray:
         """Part ``idx``, asked for again from its first missing byte after a break (at most ``retries``
         breaks in a row without progress)."""
         t = self.transfer
@@ -158,7 +163,7 @@ class RangedSource:
                 await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 4.0))
                 continue
             if len(got) == want:
-                return bytes(got)
+                return got  # not copied: a part is held once
             # The answer ended early without an error: a cut the transport did not see.
             failures += 1
             if failures > t.owner.retries:
