@@ -1,7 +1,7 @@
 """Mirroring benchmarks: ocitransport vs skopeo (sync, a parallel copy loop) and oras-py, between local registries.
 
     python benchmarks/bench_mirror.py [--rounds 3] [--scenarios 1,2,3] [--images 50] [--layers 3] [--mib 1]
-                                      [--jobs 8] [--repos 20] [--base-mib 64] [--big-mib 1024]
+                                      [--jobs auto|N] [--repos 20] [--base-mib 64] [--big-mib 1024]
     python -m pytest benchmarks/bench_mirror.py -s        (the same, default sizes)
     python benchmarks/bench_mirror.py --rtt 0,20,50,100 [--mbps N] [--images 40] [--rounds 3]
                                       [--fixed-jobs 8,16,32,64]
@@ -183,6 +183,7 @@ class Bench:
         # name -> (full run, its no-op re-sync or None)
         tools: dict[str, tuple[Callable[[LocalRegistry], Run], Callable[[LocalRegistry], Run] | None]] = {
             f"ocitransport library (jobs={a.jobs})": (library(), noop),
+            "ocitransport library, jobs=8": (library(jobs=8), None),
             "ocitransport CLI subprocess": (cli, cli_noop),
         }
         if self.skopeo:
@@ -380,7 +381,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=50)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--mib", type=float, default=1.0)
-    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--jobs", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="ours: a number, or auto (the default)")
     parser.add_argument("--repos", type=int, default=20)
     parser.add_argument("--base-mib", type=float, default=64)
     parser.add_argument("--big-mib", type=float, default=1024)
