@@ -1,8 +1,13 @@
 """Mirroring benchmarks: ocitransport vs skopeo (sync, a parallel copy loop) and oras-py, between local registries.
 
     python benchmarks/bench_mirror.py [--rounds 3] [--scenarios 1,2,3] [--images 50] [--layers 3] [--mib 1]
-                                      [--jobs 8] [--repos 20] [--base-mib 64] [--big-mib 1024]
+                                      [--jobs auto|N] [--repos 20] [--base-mib 64] [--big-mib 1024]
     python -m pytest benchmarks/bench_mirror.py -s        (the same, default sizes)
+    python benchmarks/bench_mirror.py --rtt 0,20,50,100 [--mbps N] [--images 40] [--rounds 3]
+                                      [--fixed-jobs 8,16,32,64]
+
+``--rtt``: the distance sweep instead of the scenarios below (benchmarks/_far.py): the source put that
+many ms away by the link shaper, TLS at both ends, ours vs skopeo sync, skopeo copy x8 and oras-py.
 
 Scenarios (issue 6), every ratio measured side by side in one run:
 
@@ -178,6 +183,7 @@ class Bench:
         # name -> (full run, its no-op re-sync or None)
         tools: dict[str, tuple[Callable[[LocalRegistry], Run], Callable[[LocalRegistry], Run] | None]] = {
             f"ocitransport library (jobs={a.jobs})": (library(), noop),
+            "ocitransport library, jobs=8": (library(jobs=8), None),
             "ocitransport CLI subprocess": (cli, cli_noop),
         }
         if self.skopeo:
@@ -375,10 +381,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=50)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--mib", type=float, default=1.0)
-    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--jobs", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="ours: a number, or auto (the default)")
     parser.add_argument("--repos", type=int, default=20)
     parser.add_argument("--base-mib", type=float, default=64)
     parser.add_argument("--big-mib", type=float, default=1024)
+    parser.add_argument("--rtt", default="", help="round-trip times (ms, comma-separated) of the distance sweep")
+    parser.add_argument("--mbps", type=float, default=0, help="per-connection rate cap of the sweep (Mbit/s)")
+    parser.add_argument("--fixed-jobs", default="8,16,32,64", help="fixed --jobs values the sweep also runs")
+    parser.add_argument("--big", action="store_true",
+                        help="with --rtt: one --big-mib layer from the last RTT behind --big-cap MiB/s per connection")
+    parser.add_argument("--big-cap", type=float, default=20, help="per-connection cap of --big (MiB/s)")
+    parser.add_argument("--no-sweep", action="store_true", help="with --rtt --big: only the big layer")
     return parser.parse_args(argv)
 
 
@@ -389,6 +403,22 @@ def main(argv: list[str] | None = None) -> int:
         print("needs docker-registry (apt-get install docker-registry)", file=sys.stderr)
         return 1
     ensure_bytecode()  # CLI runs start as an installed package would
+    if args.rtt:
+        from benchmarks._far import run_big, run_far
+
+        out: list[str] = []
+
+        def say(text: str = "") -> None:
+            print(text, flush=True)
+            out.append(text)
+
+        say(f"load at start: {load()}; {os.cpu_count()} CPUs")
+        if not args.no_sweep:
+            run_far(args, say)
+        if args.big:
+            run_big(args, say)
+        say(f"load at end: {load()}")
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     fleet = Fleet(binary, workdir)
     bench = Bench(args, fleet, workdir)

@@ -57,7 +57,7 @@ def test_skopeo_example_parses(tmp_path):
                     - latest
         """)
     config = load_config(path)
-    assert config.destination == "mirror.example.com/base" and config.jobs == 8 and not config.keep_going
+    assert config.destination == "mirror.example.com/base" and config.jobs == "auto" and not config.keep_going
     example, quay = config.registries
     repos = {s.repository: s for s in example.images}
     assert repos["busybox"].all_tags

@@ -747,6 +747,8 @@ class Engine(HandleOptions, RoundTripper):
                 result.extensions["timing"] = timing
             elif t.result is not None:  # a stream's response went out with its head
                 t.result.extensions["timing"] = timing
+            else:  # a stream whose head goes out after its end (see _response)
+                t.timing = timing
         self._release(h, t)
         if t.mode == _STREAM:
             self._complete_stream(t, error, timing)
@@ -841,6 +843,11 @@ class Engine(HandleOptions, RoundTripper):
         if request.extensions and request.extensions.get("primary_ip") is True:  # for an SSRF guard
             r.extensions["primary_ip"] = (t.primary_ip if t.handle is None
                                           else t.handle.curl.getinfo(pycurl.PRIMARY_IP))
+        if t.mode == _STREAM and request.extensions and request.extensions.get("timing"):
+            # A stream's connection count is known at its head (its full timing replaces this at its end,
+            # which a stream closed early never reaches): the mirror report counts connections so.
+            r.extensions["timing"] = (t.timing or {}) if t.handle is None else {
+                "new_connections": t.handle.curl.getinfo(pycurl.NUM_CONNECTS)}
         return r
 
     def _deliver_heads(self) -> None:

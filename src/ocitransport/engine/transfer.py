@@ -108,6 +108,7 @@ class _Transfer:
         "pool_deadline",
         "progress",
         "primary_ip",
+        "timing",
         "progress_at",
         "reader",
         "ready",
@@ -164,6 +165,7 @@ class _Transfer:
         self.window_at = 0.0  # start of the current min_rate window; 0: none open
         self.window_bytes = 0
         self.primary_ip = ""  # the connected address, kept for a stream head delivered after release
+        self.timing: dict[str, float | int] | None = None  # likewise libcurl's timing, when asked for
 
     def scan_head(self) -> bool:
         """Whether a streaming transfer's final head is complete (1xx heads are skipped; a 101 is

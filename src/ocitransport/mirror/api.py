@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..exceptions import OCITransportError
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
+from .concurrency import AUTO, Jobs, most_jobs
 from .execute import Progress, execute_plan
 from .options import PoolLimits, RunOptions, pool_limits
 from .plan import ImageUnit, Plan, describe, plan_reference
@@ -46,7 +47,7 @@ def _pool_limits(jobs: int) -> PoolLimits:
 class _Owned:
     """The Client to use, created for ``jobs`` (and closed afterwards) when the caller gave none."""
 
-    def __init__(self, client: Client | None, jobs: int) -> None:
+    def __init__(self, client: Client | None, jobs: Jobs) -> None:
         self.given = client
         self.client = client
         self.jobs = jobs
@@ -55,7 +56,7 @@ class _Owned:
         if self.client is None:
             from ..client import Client
 
-            self.client = Client(**pool_limits(self.jobs))
+            self.client = Client(**pool_limits(most_jobs(self.jobs)))
         return self.client
 
     def __exit__(self, *exc: object) -> None:
@@ -63,7 +64,7 @@ class _Owned:
             self.client.close()
 
 
-def _options(jobs: int, retries: int, include_nondistributable: bool, chunk_threshold: int, chunk_size: int,
+def _options(jobs: Jobs, retries: int, include_nondistributable: bool, chunk_threshold: int, chunk_size: int,
              platforms: Sequence[str] | None, referrers: bool, allow_private_storage: Sequence[str]) -> RunOptions:
     """The run's options from the library keywords (validated once, here)."""
     return RunOptions().with_(jobs=jobs, retries=max(retries, 0), include_nondistributable=include_nondistributable,
@@ -82,7 +83,7 @@ async def _plan_copy(session: Session, src: str, dst: str, platforms: Sequence[s
 
 
 def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain | None = None,
-         platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+         platforms: Sequence[str] | None = None, jobs: Jobs = AUTO, retries: int = 3,
          include_nondistributable: bool = False, insecure: bool = False, keep_going: bool = True,
          dry_run: bool = False, progress: Progress | None = None, referrers: bool = True,
          chunk_threshold: int = CHUNK_THRESHOLD, chunk_size: int = CHUNK_SIZE,
@@ -123,7 +124,7 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
 def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
                       include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                       client: Client | None = None, keychain: Keychain | None = None,
-                      platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+                      platforms: Sequence[str] | None = None, jobs: Jobs = AUTO, retries: int = 3,
                       include_nondistributable: bool = False, insecure: bool = False,
                       keep_going: bool = True, dry_run: bool = False,
                       progress: Progress | None = None, referrers: bool = True,
@@ -148,7 +149,7 @@ def mirror_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | Non
 def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
                         include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                         client: Client | None = None, keychain: Keychain | None = None,
-                        platforms: Sequence[str] | None = None, jobs: int = 8, retries: int = 3,
+                        platforms: Sequence[str] | None = None, jobs: Jobs = AUTO, retries: int = 3,
                         include_nondistributable: bool = False, insecure: bool = False,
                         keep_going: bool = True, dry_run: bool = False,
                         progress: Progress | None = None, referrers: bool = True,
@@ -168,7 +169,7 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
                 try:
                     part = await _plan_repository(session, src_repo, dst_repo, tags=tags, include=include,
                                                   exclude=exclude, platforms=platforms or (),
-                                                  insecure=insecure, jobs=jobs, referrers=referrers)
+                                                  insecure=insecure, jobs=most_jobs(jobs), referrers=referrers)
                 except (OCITransportError, ValueError) as exc:
                     part = Plan(errors=[(src_repo, describe(exc))])
                 plan.units.extend(part.units)
@@ -188,17 +189,17 @@ def plan_copy(src: str, dst: str, *, client: Client | None = None, keychain: Key
 def plan_repository(src_repo: str, dst_repo: str, *, tags: Sequence[str] | None = None,
                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                     client: Client | None = None, keychain: Keychain | None = None,
-                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: int = 8,
+                    platforms: Sequence[str] | None = None, insecure: bool = False, jobs: Jobs = AUTO,
                     referrers: bool = True) -> Plan:
     """The plan :func:`mirror_repository` would run (reads the registries, writes nothing)."""
     with _Owned(client, jobs) as c:
         return _run(lambda: _plan_repository(Session(c, keychain), src_repo, dst_repo, tags=tags,
                                              include=include, exclude=exclude, platforms=platforms or (),
-                                             insecure=insecure, jobs=jobs, referrers=referrers))
+                                             insecure=insecure, jobs=most_jobs(jobs), referrers=referrers))
 
 
 def execute(units: Iterable[ImageUnit], *, client: Client | None = None, keychain: Keychain | None = None,
-            jobs: int = 8, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
+            jobs: Jobs = AUTO, retries: int = 3, include_nondistributable: bool = False, keep_going: bool = True,
             progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
             chunk_size: int = CHUNK_SIZE, allow_private_storage: Sequence[str] = ()) -> Report:
     """Run planned units (from any plan, possibly made elsewhere) and report."""

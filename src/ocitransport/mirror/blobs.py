@@ -25,7 +25,8 @@ from ..messages import Response
 from ..name import Repository
 from ..roundtrip import RoundTripper
 from .manifests import Descriptor
-from .session import DigestMismatch, MirrorError, Session, Upload
+from .ranged import RangedSource, ranged_for
+from .session import DigestMismatch, MirrorError, Session, SizeMismatch, Upload
 
 log = logging.getLogger("ocitransport.mirror")
 #: Retries, one INFO record each as it happens (the command line shows them without -v).
@@ -60,12 +61,6 @@ class TransferStats:
     def add(self, other: TransferStats) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-
-class SizeMismatch(DigestMismatch):
-    """The source sent a blob body shorter or longer than the manifest declares (or declared such a
-    length). Worth another attempt: a proxy that cuts or mislabels a body causes it as well as a
-    registry that stores the wrong blob."""
 
 
 def _resumable(exc: OCITransportError) -> bool:
@@ -273,7 +268,9 @@ class _BlobTransfer:
         self.hashes: dict[int, Any] = {0: first}
         self.chunked = blob.size > owner.chunk_threshold
         self.stats = TransferStats(blobs=1, blob_bytes=blob.size)
-        self.source = _Source(self)
+        single = _Source(self)
+        # Large blobs: parallel ranged parts, in order (mirror/ranged.py); else one stream.
+        self.source: _Source | RangedSource = ranged_for(self, single) or single
         self.reported = 0  # progress already told to on_bytes (a high-water mark: resumes don't count twice)
 
     def opened(self, upload: Upload) -> None:

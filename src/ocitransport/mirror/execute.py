@@ -14,7 +14,9 @@ from typing import Protocol
 
 from .. import transport
 from ..name import Repository
+from ..transport.autotune import ConcurrencyController
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD, BlobCopy
+from .concurrency import AUTO, Gate, Jobs, check_jobs, most_jobs
 from .limits import blobs_of, children_of, gather_or_cancel
 from .manifests import Descriptor, Manifest
 from .options import RunOptions
@@ -183,21 +185,25 @@ current_unit: contextvars.ContextVar[ImageUnit | None] = contextvars.ContextVar(
 
 
 class Executor:
-    """Runs image units concurrently: at most ``jobs`` images and ``jobs`` blob streams at a time.
+    """Runs image units concurrently: at most ``jobs`` images and ``jobs`` blob streams at a time;
+    ``jobs="auto"`` (the default) lets a :class:`~ocitransport.transport.autotune.ConcurrencyController`
+    fed by every answer's latency choose the images in flight, up to its ceiling.
 
     ``keep_going=False`` stops taking new units after the first failure (units in flight finish;
     the rest are counted in ``Report.images_not_attempted``). Blobs above ``chunk_threshold`` bytes
     are uploaded in ``chunk_size`` chunks (see :class:`~ocitransport.mirror.blobs.BlobCopy`).
     """
 
-    def __init__(self, session: Session, *, jobs: int = 8, retries: int = 3,
+    def __init__(self, session: Session, *, jobs: Jobs = AUTO, retries: int = 3,
                  include_nondistributable: bool = False, keep_going: bool = True,
                  progress: Progress | None = None, chunk_threshold: int = CHUNK_THRESHOLD,
                  chunk_size: int = CHUNK_SIZE, blobs: BlobCopy | None = None) -> None:
-        if jobs < 1:
-            raise ValueError("jobs must be greater than zero")
+        check_jobs(jobs)
         self.session = session
-        self.jobs = jobs
+        # ``auto``: up to the ceiling of workers, admitted by the controller's limit (mirror/concurrency.py).
+        self.controller = ConcurrencyController() if jobs == AUTO else None
+        self.gate = Gate(self.controller) if self.controller is not None else None
+        self.jobs = most_jobs(jobs)
         self.keep_going = keep_going
         self.include_nondistributable = include_nondistributable
         self.progress = progress
@@ -209,7 +215,7 @@ class Executor:
         self._blob_sized = getattr(progress, "blob_sized", None)
         #: The blob copier (given: shared with other executors, as a dask worker's tasks share one).
         self.blobs = blobs if blobs is not None else BlobCopy(
-            session, transfers=jobs, retries=retries, on_bytes=self._on_bytes if progress is not None else None,
+            session, transfers=self.jobs, retries=retries, on_bytes=self._on_bytes if progress is not None else None,
             chunk_threshold=chunk_threshold, chunk_size=chunk_size)
         #: The tree copy every unit runs (the same code the dask tasks run).
         self.trees = TreeCopy(session, self.blobs, include_nondistributable=include_nondistributable,
@@ -263,11 +269,17 @@ class Executor:
         def may_move() -> bool:
             return stop or bool(ready) or bool(queue) or in_flight == 0
 
+        gate = self.gate
+
         async def worker() -> None:
             nonlocal in_flight, attempted, stop
             while not stop:
+                if gate is not None:
+                    await gate.enter()
                 unit = take()
                 if unit is None:
+                    if gate is not None:
+                        await gate.leave()
                     if in_flight == 0:
                         return
                     async with changed:
@@ -283,6 +295,8 @@ class Executor:
                         well = result.status != "failed"
                 finally:
                     in_flight -= 1
+                    if gate is not None:
+                        await gate.leave()
                 attempted += 1
                 ok[unit.destination] = well
                 ready.extend(parked.pop(unit.destination, ()))
@@ -294,9 +308,15 @@ class Executor:
                 async with changed:
                     changed.notify_all()
 
+        observe = self.session.observe
+        if self.controller is not None:
+            observe.controller = self.controller
+            observe.on_change = gate.wake if gate is not None else None
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.jobs, max(total, 1)))))
         finally:
+            if self.controller is not None:
+                observe.controller = observe.on_change = None
             # Every transfer cancels its own session when it fails; this is the run's guarantee that
             # none it opened stays open at the destination (registries keep them for days).
             left = await self.blobs.cancel_open()
@@ -306,6 +326,8 @@ class Executor:
         report.retries = self.session.retries
         report.note_limits(self.session.limits.stats())
         report.note_pull_quota(self.session.pull_quota)
+        report.note_concurrency(self.controller.describe() if self.controller is not None else str(self.jobs),
+                                observe.connections.counts())
         report.duration += time.monotonic() - started
         return report
 

@@ -19,6 +19,7 @@ from .._urls import authority
 from ..name import Registry
 from ..roundtrip import RoundTripper
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
+from .concurrency import AUTO, Jobs, check_jobs, most_jobs
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -59,14 +60,15 @@ class RunOptions:
     """How a plan is run: built once (from CLI flags, library keywords or a sync file), carried by the
     :class:`~ocitransport.mirror.plan.Plan`, and honoured the same way by the local and dask executors.
 
-    ``jobs``: images (and blob streams) at once; ``retries``: the retry budget of one request (see the
+    ``jobs``: images (and blob streams) at once, or ``"auto"`` (latency-aware, mirror/concurrency.py);
+    ``retries``: the retry budget of one request (see the
     README's retry policy); ``chunk_threshold`` / ``chunk_size``: blobs above the threshold go up in
     chunks of that size; ``platforms`` / ``referrers``: what planning selects; ``include_nondistributable``:
     copy foreign layers too; ``allow_private_storage``: registries whose storage may be on private
     addresses; ``tls``: per-registry TLS paths. Never holds a secret.
     """
 
-    jobs: int = 8
+    jobs: Jobs = AUTO
     retries: int = 3
     include_nondistributable: bool = False
     chunk_threshold: int = CHUNK_THRESHOLD
@@ -77,8 +79,7 @@ class RunOptions:
     tls: tuple[RegistryTLS, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.jobs < 1:
-            raise ValueError("jobs must be greater than zero")
+        check_jobs(self.jobs)
         if self.retries < 0:
             raise ValueError("retries must not be negative")
         if self.chunk_size < 1:
@@ -166,7 +167,7 @@ def _bundle(cas: tuple[str, ...], made: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def tls_transport(base: Client, tls: tuple[RegistryTLS, ...], jobs: int) -> Iterator[RoundTripper]:
+def tls_transport(base: Client, tls: tuple[RegistryTLS, ...], jobs: Jobs) -> Iterator[RoundTripper]:
     """``base``, or a router sending each registry with its own TLS settings through a Client made for
     them (made here, closed on exit, with their CA bundles)."""
     from ..client import Client
@@ -181,7 +182,7 @@ def tls_transport(base: Client, tls: tuple[RegistryTLS, ...], jobs: int) -> Iter
             if item.ca_files and item.verify:
                 verify = _bundle(item.ca_files, bundles)
             cert = (item.cert, item.key) if item.cert else None
-            client = Client(verify=verify, cert=cert, **pool_limits(jobs))
+            client = Client(verify=verify, cert=cert, **pool_limits(most_jobs(jobs)))
             for host in _hosts_of(item.registry):
                 clients[host] = client
         yield RegistryRouter(base, clients) if clients else base

@@ -19,7 +19,6 @@ from ..exceptions import OCITransportError
 from ..name import Digest, Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
-from .blobs import SizeMismatch
 from .limits import LimitExceeded, children_of
 from .manifests import (
     INDEX_TYPES,
@@ -32,7 +31,7 @@ from .manifests import (
 )
 from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
-from .session import DigestMismatch, MirrorError, Session
+from .session import DigestMismatch, MirrorError, Session, SizeMismatch
 
 log = logging.getLogger("ocitransport.mirror")
 #: Retries, one INFO record each as it happens (the command line shows them without -v).

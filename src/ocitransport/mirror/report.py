@@ -68,6 +68,10 @@ class Report:
     lowest_concurrency: int = 0
     duration: float = 0.0
     dry_run: bool = False
+    #: Images in flight: the fixed ``jobs``, or what ``auto`` chose (``"auto: 16 (peak 32, ceiling 64)"``).
+    concurrency: str = ""
+    #: Per registry (``host:port``): ``{"connections": new TCP connections, "tls_handshakes": n}``.
+    connections: dict[str, dict[str, int]] = field(default_factory=dict)
     images: list[ImageResult] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     pull_quota: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -128,6 +132,7 @@ class Report:
             self.lowest_concurrency = min(self.lowest_concurrency or other.lowest_concurrency,
                                           other.lowest_concurrency)
         self.duration = max(self.duration, other.duration)
+        self.note_concurrency(self.concurrency or other.concurrency, other.connections)
         for registry, quota in other.pull_quota.items():
             self._lower_quota(registry, quota)
 
@@ -155,6 +160,21 @@ class Report:
                 text += f" per {window / 3600:g} h" if window % 360 == 0 else f" per {window} s"
             parts.append(text)
         return ", ".join(parts)
+
+    def _concurrency_text(self) -> str:
+        if not self.concurrency:
+            return ""
+        conns = ", ".join(f"{r} {c.get('connections', 0)} ({c.get('tls_handshakes', 0)} TLS)"
+                          for r, c in self.connections.items())
+        return f"; jobs {self.concurrency}" + (f"; new connections: {conns}" if conns else "")
+
+    def note_concurrency(self, chosen: str, connections: dict[str, dict[str, int]]) -> None:
+        """What the run's concurrency was, and the connections it opened per registry."""
+        self.concurrency = chosen
+        for registry, counts in connections.items():
+            mine = self.connections.setdefault(registry, {"connections": 0, "tls_handshakes": 0})
+            for key, n in counts.items():
+                mine[key] = mine.get(key, 0) + n
 
     def note_limits(self, stats: LimitStats) -> None:
         """Take the politeness counters of a run (``LimitBackend.stats()``)."""
@@ -187,4 +207,5 @@ class Report:
         return (f"{verb} {copied} images, skipped {self.images_skipped}, failed {len(self.errors)}{extra}; "
                 f"blobs: {self.blobs_transferred} transferred ({mib:.1f} MiB), {self.blobs_mounted} mounted, "
                 f"{self.blobs_skipped} already present; {self.retries} retries{throttled}; "
-                f"{self.duration:.2f} s") + (f"; pull quota: {self.quota_text()}" if self.pull_quota else "")
+                f"{self.duration:.2f} s") + self._concurrency_text() + (
+                    f"; pull quota: {self.quota_text()}" if self.pull_quota else "")

@@ -29,6 +29,7 @@ from ..name import Registry, Repository, is_digest, is_media_type, is_tag, shown
 from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
+from .concurrency import Observe
 from .errors import MirrorError as MirrorError  # re-exported: its old home
 from .manifests import (
     MANIFEST_ACCEPT,
@@ -98,6 +99,12 @@ def parse_pull_quota(headers: Any) -> PullQuota | None:
 
 class DigestMismatch(MirrorError):
     """The bytes that came from the source do not hash to the digest the manifest names."""
+
+
+class SizeMismatch(DigestMismatch):
+    """The source sent a blob body shorter or longer than the manifest declares (or declared such a
+    length). Worth another attempt: a proxy that cuts or mislabels a body causes it as well as a
+    registry that stores the wrong blob."""
 
 
 def resolve_location(response: Response, request_url: str, guard: AddressGuard | None = None) -> str:
@@ -175,9 +182,11 @@ class Session:
         #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
         #: the run, retries included: the limit layer sits under the retry layer.
         self.limits: transport.LimitBackend = limits if limits is not None else transport.LocalLimits()
+        #: Connection counts and latency samples of every request (mirror/concurrency.py).
+        self.observe = Observe(client)
         # Retries draw from the retry_budget scope a request is sent in (a planning step, one image's
         # copy): a request fails at most ``retries + 1`` times in all, whatever repeats it.
-        self.inner: RoundTripper = transport.new_retry(transport.new_limit(client, backend=self.limits),
+        self.inner: RoundTripper = transport.new_retry(transport.new_limit(self.observe, backend=self.limits),
                                                        backoff=backoff)
         self.max_retries = max(retries, 0)
         self.retries = 0

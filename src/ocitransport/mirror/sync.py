@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..authn import Keychain
 from ..exceptions import OCITransportError
 from ..name import Repository
+from ..transport.autotune import AUTO_INITIAL
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
+from .concurrency import AUTO, Jobs, check_jobs, most_jobs
 from .execute import Progress, execute_plan
 from .options import RegistryRouter, RunOptions, cert_dir_files, tls_transport
 from .plan import Plan, describe, plan_reference, plan_repository
@@ -61,7 +63,7 @@ class PlanExecutor(Protocol):
 
 # ------------------------------------------------------------------------------------------- planning
 
-async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = None,
+async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
                     platforms: Sequence[str] | None = None, include: Sequence[str] = (),
                     exclude: Sequence[str] = (), insecure: bool = False,
                     referrers: bool | None = None) -> Plan:
@@ -71,8 +73,8 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = 
     every registry's filters; ``insecure`` allows plain HTTP everywhere. Planning failures are
     ``Plan.errors``.
     """
-    jobs = jobs or config.jobs
-    limit = asyncio.Semaphore(max(jobs, 1))
+    width = most_jobs(jobs or config.jobs)
+    limit = asyncio.Semaphore(max(width, 1))
 
     async def one(source: SourceRegistry, selection: ImageSelection) -> Plan:
         src = Repository(f"{source.registry}/{selection.repository}", insecure=insecure or source.insecure)
@@ -88,7 +90,7 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: int | None = 
                     listed = await session.list_tags(await session.pull(src), src)
                 tags = source.filter(selection.select(listed))
                 part = await plan_repository(session, src.name, dst, tags=tags, platforms=plats, insecure=unsafe,
-                                             jobs=jobs, referrers=source.referrers)
+                                             jobs=width, referrers=source.referrers)
             except (OCITransportError, ValueError) as exc:
                 return Plan(errors=[(src.name, describe(exc))])
             for digest in selection.digests:  # the image and, with referrers, its referrers
@@ -129,7 +131,7 @@ def _coerce(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any]) -> 
 
 def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, destination: str | None = None,
          client: Client | None = None, keychain: Keychain | None = None, executor: PlanExecutor | None = None,
-         dry_run: bool = False, progress: Progress | None = None, jobs: int | None = None,
+         dry_run: bool = False, progress: Progress | None = None, jobs: Jobs | None = None,
          retries: int | None = None, keep_going: bool | None = None, platforms: Sequence[str] | None = None,
          include: Sequence[str] = (), exclude: Sequence[str] = (), include_nondistributable: bool = False,
          insecure: bool = False, referrers: bool | None = None,
@@ -159,8 +161,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     jobs = cfg.jobs if jobs is None else jobs
     retries = cfg.retries if retries is None else retries
     keep_going = cfg.keep_going if keep_going is None else keep_going
-    if jobs < 1:
-        raise ValueError("jobs must be greater than zero")
+    check_jobs(jobs)
     chain = cfg.keychain(keychain)
     private_ok = frozenset([*allow_private_storage, *(s.registry for s in cfg.registries if s.allow_private_storage)])
     # The run's options, built once here and carried by the plan to whichever executor runs it.
@@ -194,7 +195,8 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     if plan.errors and not keep_going:
         # As the local path: nothing starts when planning already failed and we are told to stop.
         return Report.of_plan(plan.errors).not_started(len(plan.units), started)
-    report = executor.execute(plan, jobs=jobs, retries=retries, keep_going=keep_going,
+    # Executors elsewhere take a number: ``auto`` is where it starts.
+    report = executor.execute(plan, jobs=AUTO_INITIAL if jobs == AUTO else jobs, retries=retries, keep_going=keep_going,
                               include_nondistributable=include_nondistributable, progress=progress)
     report.note_pull_quota(planning)
     for ref, message in plan.errors:

@@ -5,7 +5,7 @@ source registries; a handful of other top-level keys (below) hold the run's opti
 
     destination: mirror.example.com/mirror   # registry or registry/prefix (--dest overrides it)
     scoped: false        # true: keep the source registry and full path under the destination
-    jobs: 8              # images and blob streams in parallel
+    jobs: auto           # images in parallel: a number, or auto (latency-aware, the default)
     retries: 3           # retries per request and per blob
     keep-going: false    # true: after a failure, go on with the other images
     defaults:            # apply to every source registry that does not set them itself
@@ -62,6 +62,7 @@ from typing import Any
 
 from ..authn import Authenticator, Basic, DefaultKeychain, Keychain, Target
 from ..name import Registry, Repository
+from .concurrency import AUTO, Jobs
 from .errors import MirrorError
 from .manifests import parse_platform
 from .options import RegistryTLS
@@ -162,7 +163,7 @@ class SyncConfig:
     registries: tuple[SourceRegistry, ...] = ()
     destination: str = ""
     scoped: bool = False
-    jobs: int = 8
+    jobs: Jobs = AUTO
     retries: int = 3
     keep_going: bool = False
     #: Where the configuration came from (a file path, or ``<dict>``), for messages.
@@ -356,7 +357,7 @@ class _Validator:
             elif key == "keep-going":
                 options["keep_going"] = self._bool(value, path)
             elif key == "jobs":
-                options["jobs"] = self._int(value, path, 1)
+                options["jobs"] = AUTO if value == AUTO else self._int(value, path, 1)
             elif key == "retries":
                 options["retries"] = self._int(value, path, 0)
             elif key == "defaults":

@@ -15,7 +15,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
                       "pip install 'ocitransport[dask]'") from exc
 
 from ...name import Repository
+from ...transport.autotune import AUTO_INITIAL
 from ...transport.limit import LimitPolicy, LimitStats
+from ..concurrency import AUTO
 from ..execute import Progress
 from ..manifests import Descriptor
 from ..options import RunOptions, tls_transport
@@ -133,12 +135,13 @@ class DaskExecutor:
         from ...client import Client
 
         run = _override(plan.options, jobs, retries, include_nondistributable)
-        jobs, include_nondistributable = run.jobs, run.include_nondistributable
+        width = run.jobs if isinstance(run.jobs, int) else AUTO_INITIAL  # _override resolved "auto"
+        jobs, include_nondistributable = width, run.include_nondistributable
         # The manifests are read with the run's TLS settings, as the workers will read them.
-        with Client() as local, tls_transport(local, run.tls, jobs) as rt:
+        with Client() as local, tls_transport(local, run.tls, width) as rt:
             session = Session(rt, self.keychain, retries=run.retries,  # type: ignore[arg-type]
                               allow_private_storage=(*run.allow_private_storage, *self.allow_private_storage))
-            expanded = _run(lambda: _expand(session, plan.units, run.jobs))
+            expanded = _run(lambda: _expand(session, plan.units, width))
         options = WorkerOptions.of(run, pause_refresh=self.pause_refresh, policy=self.policy,
                                    allow_private_storage=self.allow_private_storage)
         # Measured when the graph is made: workers added later (an adaptive cluster) are not counted.
@@ -318,6 +321,9 @@ def _override(options: RunOptions, jobs: int | None, retries: int | None,
     changes: dict[str, Any] = {}
     if jobs is not None:
         changes["jobs"] = jobs
+    elif options.jobs == AUTO:
+        # The latency-aware controller runs inside one event loop; a cluster's tasks start at its first step.
+        changes["jobs"] = AUTO_INITIAL
     if retries is not None:
         changes["retries"] = max(retries, 0)
     if include_nondistributable is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...name import Repository
+from ...transport.autotune import AUTO_INITIAL
 from ...transport.limit import LimitPolicy
 from ..blobs import CHUNK_SIZE, CHUNK_THRESHOLD
 from ..limits import blobs_of, children_of
@@ -49,7 +50,8 @@ class WorkerOptions:
     def of(cls, options: RunOptions, *, pause_refresh: float = DEFAULT_PAUSE_REFRESH,
            policy: LimitPolicy | None = None, allow_private_storage: Iterable[str] = ()) -> WorkerOptions:
         """What a worker needs of a plan's :class:`RunOptions` (plus the executor's own settings)."""
-        return cls(retries=options.retries, transfers=options.jobs, pause_refresh=pause_refresh, policy=policy,
+        transfers = options.jobs if isinstance(options.jobs, int) else AUTO_INITIAL  # workers pin a number
+        return cls(retries=options.retries, transfers=transfers, pause_refresh=pause_refresh, policy=policy,
                    allow_private_storage=tuple(sorted({*options.allow_private_storage, *allow_private_storage})),
                    tls=options.tls, chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size)
 
