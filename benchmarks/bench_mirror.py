@@ -9,7 +9,7 @@
 ``--rtt``: the distance sweep instead of the scenarios below (benchmarks/_far.py): the source put that
 many ms away by the link shaper, TLS at both ends, ours vs skopeo sync, skopeo copy x8 and oras-py.
 
-Scenarios (issue 6), every ratio measured side by side in one run:
+Scenarios, every ratio measured side by side in one run:
 
 1. ``--images`` images x ``--layers`` layers x ``--mib`` MiB in one repository: ocitransport (library
    ``mirror_repository``; the CLI ``ocitransport mirror`` in a subprocess; the library with

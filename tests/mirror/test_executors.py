@@ -122,7 +122,7 @@ def test_tls_verify_false(both: Run, tls_registry: RegistryServer, make_repo_nam
 
 def test_cert_dir_with_a_ca(both: Run, tls_registry: RegistryServer, make_repo_name: Callable[[], str],
                             tmp_path: Path) -> None:
-    """The issue's report: a private CA in cert-dir copied every image locally and none on dask."""
+    """A private CA in cert-dir used to copy every image locally and none on dask (no TLS paths on workers)."""
     repo = make_repo_name()
     image = raw.push_image(tls_registry, repo, "v1")
     certs = _certs(tmp_path, tls_registry)
