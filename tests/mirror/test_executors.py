@@ -82,15 +82,19 @@ def both(dask_executor: DaskExecutor, dst: RegistryServer, make_repo_name: Calla
     """``both(config, **sync_keywords)``: run the sync file locally and on the cluster (each into a fresh
     prefix of ``dst``), assert equal results; the local ``(report, destinations)`` and both prefixes."""
 
-    def run(config: dict[str, Any], *, reruns: int = 0,
+    def run(config: dict[str, Any] | Path, *, reruns: int = 0,
             **keywords: Any) -> tuple[Report, dict[str, str], list[str]]:
         outcomes, prefixes = [], []
         for executor in (None, dask_executor):
             prefix = make_repo_name()
             prefixes.append(prefix)
             for _ in range(reruns + 1):
-                report = mirror.sync({**config, "destination": f"{dst.host}/{prefix}"},
-                                     executor=executor, **keywords)
+                if isinstance(config, Path):  # a sync file: the destination given beside it
+                    report = mirror.sync(str(config), destination=f"{dst.host}/{prefix}", executor=executor,
+                                         **keywords)
+                else:
+                    report = mirror.sync({**config, "destination": f"{dst.host}/{prefix}"},
+                                         executor=executor, **keywords)
             assert report.ok, (executor, report.errors, [r.error for r in report.images if r.error])
             outcomes.append((report, _outcome(report, prefix, dst)))
         (local, local_digests), (dask, dask_digests) = outcomes
@@ -137,6 +141,82 @@ def test_client_certificate_through_cert_dir(both: Run, mtls_registry: RegistryS
     report, digests, _ = both({mtls_registry.host: {"images": {repo: ["v1"]},
                                                  "cert-dir": _certs(tmp_path, mtls_registry, client=True)}})
     assert report.images_copied == 1 and list(digests.values()) == [image.digest]
+
+
+# ------------------------------------------------------------------------------------------ credentials
+
+def _sync_file(tmp_path: Path, server: RegistryServer, repo: str) -> Path:
+    """A sync file copying ``repo:v1`` from ``server`` with its first user's credentials."""
+    path = tmp_path / "sync.yaml"
+    path.write_text(f"{server.host}:\n"
+                    f"  credentials:\n    username: {server.username}\n    password: {server.password}\n"
+                    f"  images:\n    {repo}: [v1]\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("auth", ["basic", "bearer"])
+def test_file_credentials(both: Run, auth: str, request: pytest.FixtureRequest,
+                          make_repo_name: Callable[[], str], tmp_path: Path) -> None:
+    """A sync file's credentials for a Basic (htpasswd) and a Bearer (token server) registry: workers
+    read them from the file (its path travels in RunOptions), as the local executor does."""
+    server: RegistryServer = request.getfixturevalue(f"{auth}_registry")
+    if server.token_server is not None:
+        server.token_server.anonymous = None  # no anonymous pulls: a token needs the file's credentials
+    repo = make_repo_name()
+    image = raw.push_image(server, repo, "v1", layers=[os.urandom(2000)])
+    report, digests, _ = both(_sync_file(tmp_path, server, repo))
+    assert report.images_copied == 1 and list(digests.values()) == [image.digest]
+    if server.token_server is not None:
+        asked = server.token_server.requests_snapshot()
+        assert asked and all(r.username == server.username for r in asked if r.status == 200)
+
+
+def test_no_secret_in_plan_options_or_tasks(dask_executor: DaskExecutor, basic_registry: RegistryServer,
+                                            dst: RegistryServer, make_repo_name: Callable[[], str],
+                                            tmp_path: Path) -> None:
+    """The pickled Plan, its RunOptions and every task's arguments hold the sync file's path, never its
+    password; a sync given as data with credentials says once that workers cannot get them."""
+    import pickle
+
+    repo = make_repo_name()
+    raw.push_image(basic_registry, repo, "v1")
+    path = _sync_file(tmp_path, basic_registry, repo)
+    seen: list[Plan] = []
+
+    class Capture:
+        def execute(self, plan: Plan, **_: Any) -> Report:
+            seen.append(plan)
+            return Report()
+
+    mirror.sync(str(path), destination=f"{dst.host}/{make_repo_name()}", executor=Capture())
+    (plan,) = seen
+    assert plan.options.sync_file == str(path) and plan.units
+    secret = basic_registry.password.encode()
+    assert secret not in pickle.dumps(plan) and secret not in pickle.dumps(plan.options)
+    graph = dask_executor.graph(plan)
+    specs = graph.specs()
+    # The submitting side read the manifests with the file's credentials too: blob tasks exist.
+    assert graph.blobs and not graph.notes, graph.notes
+    assert all(secret not in pickle.dumps(spec) for spec in specs)
+    assert all(spec.options.sync_file == str(path) for _, spec in specs)
+
+
+def test_credentials_given_as_data_warn(basic_registry: RegistryServer, dst: RegistryServer,
+                                        make_repo_name: Callable[[], str],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    repo = make_repo_name()
+    raw.push_image(basic_registry, repo, "v1")
+    config = {basic_registry.host: {"images": {repo: ["v1"]}, "credentials": {
+        "username": basic_registry.username, "password": basic_registry.password}}}
+
+    class Capture:
+        def execute(self, plan: Plan, **_: Any) -> Report:
+            return Report()
+
+    with caplog.at_level("WARNING", logger="ocitransport.mirror.sync"):
+        mirror.sync(config, destination=f"{dst.host}/{make_repo_name()}", executor=Capture())
+    warned = [r.getMessage() for r in caplog.records if "do not reach the executor's workers" in r.getMessage()]
+    assert len(warned) == 1 and basic_registry.password not in warned[0]
 
 
 # ------------------------------------------------------------------------------------------ selection

@@ -65,7 +65,9 @@ class RunOptions:
     README's retry policy); ``chunk_threshold`` / ``chunk_size``: blobs above the threshold go up in
     chunks of that size; ``platforms`` / ``referrers``: what planning selects; ``include_nondistributable``:
     copy foreign layers too; ``allow_private_storage``: registries whose storage may be on private
-    addresses; ``tls``: per-registry TLS paths. Never holds a secret.
+    addresses; ``tls``: per-registry TLS paths; ``sync_file``: the absolute path of the sync file whose
+    ``credentials`` each dask worker reads itself (``SyncConfig.load(path).keychain(...)``): like the TLS
+    paths, the file must exist at that same path on every worker. Never holds a secret.
     """
 
     jobs: Jobs = AUTO
@@ -77,6 +79,7 @@ class RunOptions:
     referrers: bool = True
     allow_private_storage: tuple[str, ...] = ()
     tls: tuple[RegistryTLS, ...] = field(default=())
+    sync_file: str = ""
 
     def __post_init__(self) -> None:
         check_jobs(self.jobs)

@@ -121,6 +121,11 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None =
 
 # ------------------------------------------------------------------------------------------- sync
 
+def _file_of(config: SyncConfig) -> str:
+    """The absolute path of the file ``config`` was read from ("" for a sync given as data)."""
+    return os.path.abspath(config.source) if os.path.isfile(config.source) else ""
+
+
 def _coerce(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any]) -> SyncConfig:
     if isinstance(config, SyncConfig):
         return config
@@ -168,7 +173,12 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     options = RunOptions().with_(jobs=jobs, retries=max(retries, 0), include_nondistributable=include_nondistributable,
                                  chunk_threshold=chunk_threshold, chunk_size=chunk_size,
                                  platforms=platforms or (), referrers=True if referrers is None else referrers,
-                                 allow_private_storage=private_ok, tls=tls_of(cfg))
+                                 allow_private_storage=private_ok, tls=tls_of(cfg), sync_file=_file_of(cfg))
+    if executor is not None and not options.sync_file and any(s.credentials for s in cfg.registries):
+        # Secrets never travel in a plan or a task: without a file to read, workers cannot get them.
+        log.warning("%s: the sync's credentials do not reach the executor's workers (they read only a sync "
+                    "file, and this sync was given as data): they use their own docker config; pass the sync "
+                    "as a file to use its credentials there", cfg.source)
     from .api import _Owned, _run
 
     started = time.monotonic()

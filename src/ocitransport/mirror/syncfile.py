@@ -534,6 +534,19 @@ class SyncKeychain:
         return f"SyncKeychain(registries={sorted(self._credentials)!r}, fallback={self.fallback!r})"
 
 
+def file_keychain(path: str, fallback: Keychain | None = None) -> Keychain | None:
+    """The keychain of the sync file at ``path`` (its credentials, then ``fallback``): how a dask worker
+    gets the file's credentials without them travelling in a task (``RunOptions.sync_file``); ``fallback``
+    when ``path`` is empty. Raises :class:`SyncConfigError` when the file cannot be read there."""
+    if not path:
+        return fallback
+    try:
+        return SyncConfig.load(path).keychain(fallback)
+    except SyncConfigError as exc:
+        raise SyncConfigError(f"cannot read the credentials of the sync file on this host "
+                              f"(it must exist at the same path on every dask worker): {exc}") from None
+
+
 # ------------------------------------------------------------------------------------------- TLS
 
 def tls_of(config: SyncConfig) -> tuple[RegistryTLS, ...]:

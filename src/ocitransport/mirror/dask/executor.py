@@ -24,6 +24,7 @@ from ..options import RunOptions, tls_transport
 from ..plan import ImageUnit, Plan, describe
 from ..report import ImageResult, Report
 from ..session import Session
+from ..syncfile import file_keychain
 from .graph import (
     DEFAULT_PAUSE_REFRESH,
     BlobTask,
@@ -139,7 +140,7 @@ class DaskExecutor:
         jobs, include_nondistributable = width, run.include_nondistributable
         # The manifests are read with the run's TLS settings, as the workers will read them.
         with Client() as local, tls_transport(local, run.tls, width) as rt:
-            session = Session(rt, self.keychain, retries=run.retries,  # type: ignore[arg-type]
+            session = Session(rt, file_keychain(run.sync_file, self.keychain), retries=run.retries,  # type: ignore[arg-type]
                               allow_private_storage=(*run.allow_private_storage, *self.allow_private_storage))
             expanded = _run(lambda: _expand(session, plan.units, width))
         options = WorkerOptions.of(run, pause_refresh=self.pause_refresh, policy=self.policy,

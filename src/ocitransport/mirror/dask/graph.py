@@ -45,6 +45,9 @@ class WorkerOptions:
     tls: tuple[RegistryTLS, ...] = ()
     chunk_threshold: int = CHUNK_THRESHOLD
     chunk_size: int = CHUNK_SIZE
+    #: The sync file whose credentials the worker's keychain gives (``RunOptions.sync_file``): a path,
+    #: never the secrets themselves.
+    sync_file: str = ""
 
     @classmethod
     def of(cls, options: RunOptions, *, pause_refresh: float = DEFAULT_PAUSE_REFRESH,
@@ -53,7 +56,8 @@ class WorkerOptions:
         transfers = options.jobs if isinstance(options.jobs, int) else AUTO_INITIAL  # workers pin a number
         return cls(retries=options.retries, transfers=transfers, pause_refresh=pause_refresh, policy=policy,
                    allow_private_storage=tuple(sorted({*options.allow_private_storage, *allow_private_storage})),
-                   tls=options.tls, chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size)
+                   tls=options.tls, chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size,
+                   sync_file=options.sync_file)
 
 @dataclass(frozen=True)
 class BlobTask:

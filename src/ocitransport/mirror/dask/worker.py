@@ -29,6 +29,7 @@ from ..options import pool_limits, tls_transport
 from ..plan import describe
 from ..report import ImageResult
 from ..session import Session
+from ..syncfile import file_keychain
 from .graph import DEFAULT_PAUSE_REFRESH, BlobTask, ImageTask, ManifestTask, ShippedManifests, WorkerOptions
 
 if TYPE_CHECKING:
@@ -152,8 +153,11 @@ class _WorkerMirror:
         transport = self._tls.enter_context(tls_transport(self.client, options.tls, options.transfers))
         self.pauses = ClusterPauses(lambda: worker.client, refresh=options.pause_refresh)
         self.limits = SharedLimits(self.pauses, options.policy)
-        # The worker's own DefaultKeychain: credentials never travel with tasks.
-        self.session = Session(transport, retries=options.retries, limits=self.limits,  # type: ignore[arg-type]
+        # Credentials never travel with tasks: the sync file's (read here from its path) before the
+        # worker's own docker config.
+        keychain = file_keychain(options.sync_file)
+        self.session = Session(transport, keychain, retries=options.retries,  # type: ignore[arg-type]
+                               limits=self.limits,
                                allow_private_storage=options.allow_private_storage)
         self.blobs = BlobCopy(self.session, transfers=options.transfers, retries=options.retries,
                               chunk_threshold=options.chunk_threshold, chunk_size=options.chunk_size)
