@@ -126,6 +126,12 @@ class TestRetryArithmetic:
     def test_cap(self) -> None:
         assert Backoff(duration=1, factor=10, jitter=0, steps=4, cap=5).delays() == [1, 5, 5]
 
+    def test_delay_past_steps(self) -> None:
+        """``delay(n)`` is ``delays()[n]``, and goes on past ``steps`` (outer loops count their own)."""
+        backoff = Backoff(duration=0.5, factor=2, jitter=0, steps=2, cap=8)
+        assert backoff.delays() == [backoff.delay(0)] == [0.5]
+        assert [backoff.delay(n) for n in range(6)] == [0.5, 1, 2, 4, 8, 8]
+
     def test_retry_after_seconds_and_date(self) -> None:
         assert parse_retry_after("7") == 7.0
         now = time.time()

@@ -26,6 +26,7 @@ from ..name import Repository
 from ..roundtrip import RoundTripper
 from .manifests import Descriptor
 from .ranged import RangedSource, ranged_for
+from .session import MAX_BACKOFF as MAX_BACKOFF  # the cap of the run's backoff (was defined here)
 from .session import DigestMismatch, MirrorError, Session, SizeMismatch, Upload
 
 log = logging.getLogger("ocitransport.mirror")
@@ -38,8 +39,6 @@ Outcome = Literal["transferred", "mounted", "skipped"]
 CHUNK_THRESHOLD = 64 << 20
 #: Bytes per ``PATCH`` of a chunked upload (raised to the registry's ``OCI-Chunk-Min-Length``).
 CHUNK_SIZE = 16 << 20
-#: Longest sleep between two attempts that made no progress.
-MAX_BACKOFF = 8.0
 
 
 @dataclass
@@ -71,10 +70,6 @@ def _resumable(exc: OCITransportError) -> bool:
     if isinstance(exc, transport.Error) and exc.status_code in (401, 404, 416):
         return True
     return transport.is_retryable(exc)
-
-
-def _backoff(failures: int) -> float:
-    return min(0.5 * 2.0 ** max(failures - 1, 0), MAX_BACKOFF)
 
 
 class BlobCopy:
@@ -202,7 +197,7 @@ class BlobCopy:
                     raise
                 attempt += 1
                 session.retries += 1
-                delay = _backoff(attempt)
+                delay = session.backoff.delay(attempt - 1)
                 retry_log.info("upload of %s to %s: retrying in %.1fs (%d/%d) after: %s", blob.digest, dst.name,
                                delay, attempt, self.retries, exc)
                 await asyncio.sleep(delay)
@@ -319,7 +314,7 @@ class _BlobTransfer:
                 session.retries += 1
                 # The first failure after progress resumes at once (the status request has the retry
                 # layer's own backoff); failures in a row back off.
-                delay = _backoff(failures - 1) if failures > 1 else 0.0
+                delay = session.backoff.delay(failures - 2) if failures > 1 else 0.0
                 retry_log.info("upload of %s to %s broke after %d of %d bytes (%s); resuming in %.1fs",
                          self.blob.digest, self.dst.name, self.upload.offset, self.blob.size, exc, delay)
                 await asyncio.sleep(delay)
@@ -493,7 +488,7 @@ class _Source:
                 self.failed = exc
                 raise exc
             self.transfer.session.retries += 1
-            delay = _backoff(self.failures) / 2
+            delay = self.transfer.session.backoff.delay(self.failures - 1)
             log.info("source GET of %s broke at %d of %d bytes (%s); resuming in %.1fs", self.blob.digest,
                      self.pos, self.blob.size, exc, delay)
             await asyncio.sleep(delay)

@@ -75,7 +75,7 @@ async def put_manifest_checked(session: Session, dst: Repository, ref: str, mani
             session.retries += 1
             retry_log.info("%s:%s: the registry does not know a reference (%s); checking them again", dst.name,
                            ref, exc)
-            await asyncio.sleep(0.2 * (attempt + 1))  # let a concurrent writer of the same blob finish
+            await asyncio.sleep(session.backoff.delay(attempt))  # let a concurrent writer of the blob finish
             await recheck()
 
 
@@ -396,7 +396,7 @@ class Executor:
                 # whole image again: every step is idempotent, and what is already there is skipped.
                 if attempt < self.retries and transient(exc):
                     self.session.retries += 1
-                    delay = min(0.5 * 2 ** attempt, 8.0)
+                    delay = self.session.backoff.delay(attempt)
                     retry_log.info("%s: retrying the image in %.1fs (%d/%d) after: %s", unit.source, delay,
                                    attempt + 1, self.retries, describe(exc))
                     await asyncio.sleep(delay)

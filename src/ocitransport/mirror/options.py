@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .. import transport
 from .._urls import authority
 from ..name import Registry
 from ..roundtrip import RoundTripper
@@ -87,6 +88,13 @@ class RunOptions:
             raise ValueError("retries must not be negative")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be greater than zero")
+
+    @property
+    def backoff(self) -> transport.Backoff:
+        """The run's one backoff (``session.run_backoff``): every wait of the run follows it."""
+        from .session import run_backoff
+
+        return run_backoff(self.retries)
 
     def with_(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (sequences normalised to sorted tuples where order does not matter)."""

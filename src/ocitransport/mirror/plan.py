@@ -31,12 +31,14 @@ from .manifests import (
 )
 from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
-from .session import DigestMismatch, MirrorError, Session, SizeMismatch
+from .session import DigestMismatch, MirrorError, Session, SizeMismatch, run_backoff
 
 log = logging.getLogger("ocitransport.mirror")
 #: Retries, one INFO record each as it happens (the command line shows them without -v).
 retry_log = logging.getLogger("ocitransport.retry")
 T = TypeVar("T")
+
+_DEFAULT_BACKOFF = run_backoff(3)
 
 #: Attempts of one planning step (a tag list, one image's HEADs and manifests, its referrers) that fails
 #: for a transient reason.
@@ -52,8 +54,10 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, SizeMismatch) or transport.is_retryable(exc)
 
 
-async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLAN_ATTEMPTS) -> T:
-    """Run ``step`` (idempotent reads), again after a transient failure, at most ``attempts`` times.
+async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLAN_ATTEMPTS, *,
+                backoff: transport.Backoff | None = None) -> T:
+    """Run ``step`` (idempotent reads), again after a transient failure, at most ``attempts`` times,
+    waiting as ``backoff`` says (the Session's: ``Session.backoff``; default ``run_backoff(3)``).
 
     Manifests, tag lists and referrers are read as streams (their size is bounded as they arrive), so a
     connection that breaks mid-body fails after the retry layer has returned; planning reads are
@@ -66,7 +70,7 @@ async def again(step: Callable[[], Awaitable[T]], what: str, attempts: int = PLA
             except Exception as exc:
                 if attempt + 1 >= attempts or not transient(exc):
                     raise
-                delay = min(0.25 * 2 ** attempt, 2.0)
+                delay = (backoff or _DEFAULT_BACKOFF).delay(attempt)
                 retry_log.info("planning %s: retrying in %.1fs (%d/%d) after: %s", what, delay, attempt + 1,
                                attempts - 1, describe(exc))
                 await asyncio.sleep(delay)
@@ -88,7 +92,9 @@ async def read_manifest(session: Session, rt: RoundTripper, repo: Repository, re
             if attempt + 1 >= MANIFEST_READS:
                 raise
             session.retries += 1
-            retry_log.info("reading %s:%s again after: %s", repo.name, ref, describe(exc))
+            delay = session.backoff.delay(attempt)
+            retry_log.info("reading %s:%s again in %.1fs after: %s", repo.name, ref, delay, describe(exc))
+            await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -256,9 +262,10 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
     src = unit.source_ref.repository
     dst = unit.destination_ref.repository
     try:
-        pull = await again(lambda: session.pull(src), src.name)
+        pull = await again(lambda: session.pull(src), src.name, backoff=session.backoff)
         frontier = [(digest, unit.destination)
-                    for digest in await again(lambda: _subjects(session, unit), unit.source)]
+                    for digest in await again(lambda: _subjects(session, unit), unit.source,
+                                              backoff=session.backoff)]
     except LimitExceeded:  # the image's own unit fails with this line; saying it twice helps no one
         return plan, consumed
     except Exception as exc:  # noqa: BLE001 - the image itself is still copied
@@ -287,7 +294,8 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
         async with limit:
             try:
                 found, read_tag = await again(
-                    lambda: discover(session, pull, src, subject, known_tags=known_tags), f"{src.name}@{subject}")
+                    lambda: discover(session, pull, src, subject, known_tags=known_tags), f"{src.name}@{subject}",
+                    backoff=session.backoff)
                 if read_tag:
                     consumed.add(read_tag)
                 units = []
@@ -329,7 +337,7 @@ async def plan_reference(session: Session, source: str, destination: str, *, pla
     plan = Plan()
     try:
         unit = await again(lambda: plan_image(session, source, destination, platforms=platforms,
-                                              insecure=insecure), source)
+                                              insecure=insecure), source, backoff=session.backoff)
     except (OCITransportError, ValueError) as exc:
         plan.errors.append((source, describe(exc)))
         return plan
@@ -377,10 +385,13 @@ async def plan_repository(session: Session, source: str, destination: str, *,
                     if attempt + 1 >= MANIFEST_READS or isinstance(exc, LimitExceeded):
                         raise
                     session.retries += 1
-                    retry_log.info("listing the tags of %s again after: %s", src_repo.name, describe(exc))
+                    delay = session.backoff.delay(attempt)
+                    retry_log.info("listing the tags of %s again in %.1fs after: %s", src_repo.name, delay,
+                                   describe(exc))
+                    await asyncio.sleep(delay)
             raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-        names = await again(listed, f"tags of {src_repo.name}")
+        names = await again(listed, f"tags of {src_repo.name}", backoff=session.backoff)
         known = set(names)
     else:
         names = list(dict.fromkeys(tags))
@@ -397,7 +408,8 @@ async def plan_repository(session: Session, source: str, destination: str, *,
             try:
                 return await again(lambda: plan_image(session, f"{src_repo.name}:{tag}",
                                                       f"{dst_repo.name}:{tag}", platforms=platforms,
-                                                      insecure=insecure), f"{src_repo.name}:{tag}")
+                                                      insecure=insecure), f"{src_repo.name}:{tag}",
+                                    backoff=session.backoff)
             except Exception as exc:  # noqa: BLE001 - reported per tag
                 return (f"{src_repo.name}:{tag}", describe(exc))
 

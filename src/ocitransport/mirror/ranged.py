@@ -160,7 +160,7 @@ class RangedSource:
                 t.stats.downloads_resumed += 1
                 log.info("ranged GET of %s bytes %d-%d broke at %d (%s); asking again", self.blob.digest,
                          first, last, first + len(got), exc)
-                await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 4.0))
+                await asyncio.sleep(t.session.backoff.delay(failures - 1))
                 continue
             if len(got) == want:
                 return got  # not copied: a part is held once

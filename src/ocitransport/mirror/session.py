@@ -160,6 +160,22 @@ def with_query(url: str, **params: str) -> str:
     return url + sep + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
 
 
+#: The run's backoff (:func:`run_backoff`): the first wait, the growth factor, the random part added
+#: (up to this share of each wait) and the longest single wait.
+RETRY_DELAY = 0.5
+RETRY_FACTOR = 2.0
+RETRY_JITTER = 0.1
+MAX_BACKOFF = 8.0
+
+
+def run_backoff(retries: int) -> transport.Backoff:
+    """The one backoff of a run with ``retries`` (``RunOptions.retries``): the retry layer makes at most
+    ``retries + 1`` attempts with it, and every outer retry loop of the mirror waits ``delay(n)`` of it
+    after its ``n``-th failure (each keeping its own attempt count)."""
+    return transport.Backoff(duration=RETRY_DELAY, factor=RETRY_FACTOR, jitter=RETRY_JITTER,
+                             steps=max(retries, 0) + 1, cap=MAX_BACKOFF)
+
+
 class Session:
     """Transports and registry operations shared by every unit of a run (one Client underneath).
 
@@ -178,7 +194,9 @@ class Session:
         # Hosts that server-handed URLs (upload Locations, Link pages) point to, with their guard.
         self._handed: dict[str, AddressGuard] = {}
         self.keychain = keychain if keychain is not None else DefaultKeychain()
-        backoff = transport.Backoff(duration=0.5, factor=2.0, jitter=0.1, steps=max(retries, 0) + 1)
+        #: The run's one backoff: the retry layer's waits and every outer loop's (planning steps, manifest
+        #: and tag list re-reads, manifest rechecks, per-image retries, upload and download resumes).
+        self.backoff = backoff = run_backoff(retries)
         #: Per-registry politeness (adaptive concurrency, shared Retry-After pauses) of every request of
         #: the run, retries included: the limit layer sits under the retry layer.
         self.limits: transport.LimitBackend = limits if limits is not None else transport.LocalLimits()

@@ -66,16 +66,16 @@ class Backoff:
 
     def delays(self) -> list[float]:
         """The sleeps between attempts (``steps - 1`` of them), jitter included."""
-        out: list[float] = []
-        d = self.duration
-        for _ in range(max(self.steps, 1) - 1):
-            step = d if self.cap is None else min(d, self.cap)
-            if self.jitter > 0:
-                step += random.random() * self.jitter * step
-            out.append(step)
-            if self.factor:
-                d *= self.factor
-        return out
+        return [self.delay(n) for n in range(max(self.steps, 1) - 1)]
+
+    def delay(self, attempt: int) -> float:
+        """The sleep after failed attempt ``attempt`` (0: the first), jitter included: what ``delays()``
+        holds at that index, also past ``steps`` (for loops that count their own attempts)."""
+        d = self.duration * (self.factor ** max(attempt, 0) if self.factor else 1.0)
+        step = d if self.cap is None else min(d, self.cap)
+        if self.jitter > 0:
+            step += random.random() * self.jitter * step
+        return step
 
 
 #: The remote package's defaults: 3 attempts, sleeping about 1 s then 3 s.
