@@ -149,7 +149,9 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     ``allow_private_storage`` adds registries to the file's ``allow-private-storage: true`` ones (they
     travel in the plan's ``RunOptions``, so a ``DaskExecutor``'s workers get them too).
     ``chunk_threshold`` / ``chunk_size``: chunked uploads, as for :func:`~ocitransport.mirror.copy`.
-    Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
+    On a ``DaskExecutor``, workers get a sync file's ``credentials`` by reading that file at the same path
+    (it must be there on every worker); a sync given as data keeps its credentials on this side (a
+    warning says so). Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
     (default: locally on ``client``, one event loop). ``dry_run`` plans and reports, writing nothing.
     Raises :class:`SyncConfigError` for a bad configuration; registry failures are in the report.
     """

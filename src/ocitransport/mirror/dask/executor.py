@@ -60,7 +60,9 @@ class DaskExecutor:
     registry across the cluster (``{"registry-1.docker.io": 8}``), ``default_limit`` for the others
     (``0``: no limit; a limit at or above the cluster's task threads when the graph is made is not
     enforced, since it cannot be reached). ``keychain``: credentials for reading manifests on the submitting side while
-    building the graph (workers always use their own docker config). ``policy``: each worker's adaptive
+    building the graph. Workers use their own docker config, and for a sync given as a file, that file's
+    ``credentials`` (``RunOptions.sync_file``: its path travels, never the secrets; the file must exist at
+    the same path on every worker, as cert-dir paths must). ``policy``: each worker's adaptive
     per-request limit (``transport.LimitPolicy``). ``pause_refresh``: how often busy workers exchange
     registry pauses with the scheduler. A worker builds its Session from the options of the first task
     it runs (``retries``, ``jobs`` as its streamed-copy slots, ``policy``) and keeps it.
