@@ -514,6 +514,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(cliopts.join_dash_values(sys.argv[1:] if argv is None else argv))
     verbose = getattr(args, "verbose", 0) or 0
+    # The logger settings below are this run's: put back afterwards, so that main() called in-process (tests,
+    # tools embedding the command) leaves the library's logging as it found it.
+    package, retries = logging.getLogger("ocitransport"), logging.getLogger("ocitransport.retry")
+    saved = (package.level, retries.level, retries.propagate, list(retries.handlers))
+    try:
+        return _main(args, verbose)
+    finally:
+        package.setLevel(saved[0])
+        retries.setLevel(saved[1])
+        retries.propagate = saved[2]
+        retries.handlers[:] = saved[3]
+
+
+def _main(args: argparse.Namespace, verbose: int) -> int:
+    from . import options as cliopts
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format=f"{PROG}: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     # Errors are printed once by the CLI itself; without -v the library's warnings would repeat them.
