@@ -14,12 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ._files import atomic_file
 from .authn import (
     DEFAULT_HELPER_TIMEOUT,
     Authenticator,
@@ -183,18 +183,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     # Atomic and private: a temporary file (mode 0600) in the same directory, then rename.
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent="\t")
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path, binary=False, prefix=".config-", suffix=".json") as out:
+        json.dump(data, out, indent="\t")
+        out.write("\n")
 
 
 def _helper_command(helper: str, action: str, stdin: bytes, server: str) -> None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from typing import IO, Any
 from urllib.parse import quote
 
+from ._files import atomic_file
 from .authn import DefaultKeychain, Keychain
 from .exceptions import OCITransportError
 from .messages import Request, Response
@@ -247,19 +246,8 @@ class Registry:
 
     def blob_to_file(self, reference: str, path: str) -> str:
         """:meth:`blob_to` into ``path`` atomically (a temporary file renamed once the digest matched)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                got = self.blob_to(reference, out)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return got
+        with atomic_file(path, binary=True, prefix=".blob-") as out:
+            return self.blob_to(reference, out)
 
     # -- changes -----------------------------------------------------------------------------------
 

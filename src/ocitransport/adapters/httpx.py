@@ -393,12 +393,8 @@ async def _in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-class _ThreadStream(httpx.AsyncByteStream):
+class _ThreadStream(_AsyncStream):
     """A response body read on anyio worker threads (``AsyncHTTPXTransport`` off asyncio)."""
-
-    def __init__(self, response: Response, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = self._response.iter_bytes()
@@ -412,10 +408,6 @@ class _ThreadStream(httpx.AsyncByteStream):
             if is_mapped(exc):
                 raise to_httpx(exc, self._request) from exc
             raise
-
-    async def aclose(self) -> None:
-        self._response.close()
-        self._response = _CLOSED
 
 
 _CLOSED = Response(0)  # what a closed stream wrapper holds instead of the engine's response
