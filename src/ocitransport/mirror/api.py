@@ -1,6 +1,7 @@
 """The mirror's public functions: ``copy``, ``mirror_repository``, ``mirror_repositories``, ``plan_copy``,
 ``plan_repository`` and ``execute``. Each builds one :class:`RunOptions` from its keywords, plans, and runs
-the plan on the local executor."""
+the plan on the local executor: ``copy`` and the mirrors pipelined (an image's copy starts as soon as it is
+planned), a dry run and ``execute`` plan first."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, TypeVar
 from ..exceptions import OCITransportError
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
 from .concurrency import AUTO, Jobs, most_jobs
-from .execute import Progress, execute_plan
+from .execute import Progress, execute_plan, execute_stream
 from .options import PoolLimits, RunOptions, pool_limits
-from .plan import ImageUnit, Plan, describe, plan_reference
+from .plan import ImageUnit, Plan, describe, plan_reference, stream_reference, stream_repositories
 from .plan import plan_repository as _plan_repository
 from .report import Report
 from .session import Session
@@ -114,6 +115,11 @@ def copy(src: str, dst: str, *, client: Client | None = None, keychain: Keychain
     with _Owned(client, jobs) as c:
         async def main() -> Report:
             session = _session(c, keychain, options)
+            if not dry_run:  # the copy starts as soon as the image is planned; referrers join meanwhile
+                items = stream_reference(session, src, dst, platforms=options.platforms, insecure=insecure,
+                                         referrers=referrers)
+                return await execute_stream(session, items, options, keep_going=keep_going, progress=progress,
+                                            started=started)
             plan = await _plan_copy(session, src, dst, options.platforms, insecure, referrers)
             plan.options = options
             return await execute_plan(session, plan, keep_going=keep_going, dry_run=dry_run, progress=progress,
@@ -164,6 +170,12 @@ def mirror_repositories(pairs: Sequence[tuple[str, str]], *, tags: Sequence[str]
     with _Owned(client, jobs) as c:
         async def main() -> Report:
             session = _session(c, keychain, options)
+            if not dry_run:  # each image's copy starts as soon as it is planned
+                items = stream_repositories(session, pairs, tags=tags, include=include, exclude=exclude,
+                                            platforms=platforms or (), insecure=insecure, jobs=most_jobs(jobs),
+                                            referrers=referrers)
+                return await execute_stream(session, items, options, keep_going=keep_going, progress=progress,
+                                            started=started)
             plan = Plan(options=options)
             for src_repo, dst_repo in pairs:
                 try:

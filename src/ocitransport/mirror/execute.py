@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Protocol
 
 from .. import transport
@@ -23,6 +24,7 @@ from .options import RunOptions
 from .plan import (
     ImageUnit,
     Plan,
+    PlanItem,
     checked_stale,
     choose_platforms,
     describe,
@@ -238,23 +240,64 @@ class Executor:
             if unit is not None:
                 self._image_bytes(unit, n)
 
-    async def run(self, units: Iterable[ImageUnit], report: Report | None = None) -> Report:
+    async def run(self, units: Iterable[ImageUnit] | AsyncIterable[PlanItem],
+                  report: Report | None = None) -> Report:
         """Run every unit; results are added to ``report`` (a new one unless given).
 
         A unit whose ``depends_on`` names another unit of this run (a referrer and its subject's unit)
         waits, without holding a worker, until that unit is done; when it did not go well, the referrer
-        is skipped with a note saying so (a signature is never pushed without its image)."""
+        is skipped with a note saying so (a signature is never pushed without its image).
+
+        ``units`` may be a planner's stream (:func:`~ocitransport.mirror.plan.stream_repositories`): each
+        unit starts as soon as it arrives, a planning failure ``(reference, message)`` goes into the
+        report (and, without ``keep_going``, stops the run as an image failure does), and progress hears
+        ``planned`` again, with every unit so far, whenever one arrives. A unit must arrive after the unit
+        it ``depends_on`` (planners emit a subject's unit before its referrers')."""
         report = report if report is not None else Report()
         started = time.monotonic()
-        queue = collections.deque(units)
+        queue: collections.deque[ImageUnit] = collections.deque()
+        arrived: list[ImageUnit] = []
+        destinations: set[str] = set()
+        stream = units if isinstance(units, AsyncIterable) else None
+        if stream is None:
+            queue.extend(units)  # type: ignore[arg-type]
+            destinations.update(u.destination for u in queue)
         total = len(queue)
-        destinations = {u.destination for u in queue}
         ok: dict[str, bool] = {}  # destination -> the unit finished well (copied, or up to date)
         parked: dict[str, list[ImageUnit]] = {}  # destination -> units waiting for it
         ready: collections.deque[ImageUnit] = collections.deque()
         changed = asyncio.Condition()
         in_flight = attempted = 0
         stop = False
+        feeding = stream is not None
+
+        async def feed() -> None:
+            nonlocal total, stop, feeding
+            assert stream is not None
+            try:
+                async for item in stream:
+                    if isinstance(item, ImageUnit):
+                        queue.append(item)
+                        arrived.append(item)
+                        destinations.add(item.destination)
+                        total += 1
+                        if self.progress is not None:
+                            self.progress.planned(arrived)
+                    else:
+                        report.fail(*item)
+                        if not self.keep_going:
+                            stop = True
+                    async with changed:
+                        changed.notify_all()
+                    if stop:
+                        break
+            finally:
+                feeding = False
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # cancels planning still going on
+            async with changed:
+                changed.notify_all()
 
         def take() -> ImageUnit | None:
             while ready or queue:
@@ -267,7 +310,7 @@ class Executor:
             return None
 
         def may_move() -> bool:
-            return stop or bool(ready) or bool(queue) or in_flight == 0
+            return stop or bool(ready) or bool(queue) or (in_flight == 0 and not feeding)
 
         gate = self.gate
 
@@ -280,7 +323,7 @@ class Executor:
                 if unit is None:
                     if gate is not None:
                         await gate.leave()
-                    if in_flight == 0:
+                    if in_flight == 0 and not feeding:
                         return
                     async with changed:
                         await changed.wait_for(may_move)
@@ -312,9 +355,17 @@ class Executor:
         if self.controller is not None:
             observe.controller = self.controller
             observe.on_change = gate.wake if gate is not None else None
+        feeder = asyncio.ensure_future(feed()) if stream is not None else None
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.jobs, max(total, 1)))))
+            # A stream's size is unknown: every worker waits for units (an idle one costs nothing).
+            await asyncio.gather(*(worker() for _ in range(self.jobs if feeder else min(self.jobs, max(total, 1)))))
+            if feeder is not None and not stop:
+                await feeder  # it has ended (or is ending): a planner's own failure is raised here
         finally:
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeder
             if self.controller is not None:
                 observe.controller = observe.on_change = None
             # Every transfer cancels its own session when it fails; this is the run's guarantee that
@@ -472,5 +523,19 @@ async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_ru
     return report
 
 
+async def execute_stream(session: Session, items: AsyncIterable[PlanItem], options: RunOptions, *,
+                         keep_going: bool, progress: Progress | None, started: float) -> Report:
+    """Run a planner's stream (:func:`~ocitransport.mirror.plan.stream_repositories`) as it is planned,
+    with one :class:`Executor` honouring ``options``: each image's copy starts as soon as that image is
+    planned. Planning failures are in the report; with ``keep_going=False`` the first one, or the first
+    failed image, stops the run (planning too; images in flight finish)."""
+    report = Report()
+    executor = Executor.of(session, options, keep_going=keep_going, progress=progress)
+    await executor.run(items, report)
+    report.duration = time.monotonic() - started
+    return report
+
+
 __all__ = ["MANIFEST_RECHECKS", "Executor", "TreeCopy", "MirrorError", "Progress", "current_unit", "execute_plan",
+           "execute_stream",
            "put_manifest_checked", "references_unknown", "transient"]

@@ -7,16 +7,18 @@ machine) and idempotent (running it twice leaves the destination as running it o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, Union
 
 from .. import transport
 from ..exceptions import OCITransportError
-from ..name import Digest, Repository, Tag, parse_reference
+from ..name import DEFAULT_REGISTRY, Digest, Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .limits import LimitExceeded, children_of
@@ -182,10 +184,31 @@ def describe(exc: BaseException) -> str:
     return text if isinstance(exc, OCITransportError) else f"{type(exc).__name__}: {text}"
 
 
+#: Bytes of source manifests a pipelined run keeps from planning for its executor (one GET per manifest
+#: per run); past this, manifests are read again when copied.
+KEPT_MANIFEST_BYTES = 64 << 20
+_kept_bytes: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
+
+
+def keep_manifest(session: Session, manifest: Manifest) -> None:
+    """Keep ``manifest`` in ``session.known_manifests`` (its copy then reads no second time), within
+    :data:`KEPT_MANIFEST_BYTES` per session."""
+    if manifest.digest in session.known_manifests:
+        return
+    used = _kept_bytes.get(session, 0) + len(manifest.raw)
+    if used <= KEPT_MANIFEST_BYTES:
+        _kept_bytes[session] = used
+        session.known_manifests[manifest.digest] = manifest
+
+
 async def plan_image(session: Session, source: str, destination: str, *, platforms: Sequence[str] = (),
-                     insecure: bool = False, check_destination: bool = True) -> ImageUnit:
+                     insecure: bool = False, check_destination: bool = True, keep: bool = False) -> ImageUnit:
     """Resolve one copy: HEAD the source (and, with a platform filter on an index, GET it), HEAD the
-    destination. Raises ``MirrorError`` for a source that does not exist."""
+    destination. Raises ``MirrorError`` for a source that does not exist.
+
+    ``keep`` (a pipelined run): GET the source manifest instead of HEADing it and keep it for the copy
+    (:func:`keep_manifest`): the copy then starts without another round trip to the source. Not for
+    Docker Hub, whose pull quota counts manifest GETs, not HEADs (an up-to-date tag would cost a pull)."""
     src = parse_reference(source, insecure=insecure)
     if not has_identifier(destination):
         destination = f"{Repository(destination, insecure=insecure).name}" + (
@@ -203,19 +226,25 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     checking = asyncio.ensure_future(at_destination()) if check_destination else None
     try:
         pull = await session.pull(src.repository)
-        found = await session.head_manifest(pull, src.repository, identifier_of(src))
+        top: Manifest | None = None
+        if keep and src.repository.registry.name != DEFAULT_REGISTRY:
+            top = await _read_or_none(session, pull, src.repository, identifier_of(src))
+            found = None if top is None else (top.digest, top.media_type)
+        else:
+            found = await session.head_manifest(pull, src.repository, identifier_of(src))
         if found is None:
             what = "digest" if "@" in source else "tag"
             raise MirrorError(f"{src.name}: {what} not found in {src.repository.name} (MANIFEST_UNKNOWN)")
         digest, media_type = found
         target = digest
         if platforms:
-            top = await read_manifest(session, pull, src.repository, digest)
+            if top is None:
+                top = await read_manifest(session, pull, src.repository, digest)
             media_type = top.media_type
             if top.is_index:
                 children_of(top, f"{src.repository.name}@{top.digest}", 1)
-                keep, filtered = choose_platforms(top, platforms)
-                target = filtered.digest if filtered is not None else keep[0].digest
+                chosen, filtered = choose_platforms(top, platforms)
+                target = filtered.digest if filtered is not None else chosen[0].digest
         if isinstance(dst, Tag) is False and identifier_of(dst) != target:
             raise MirrorError(f"{dst.name}: the destination digest cannot hold {target} "
                               "(a platform filter changes the manifest; copy to a tag instead)")
@@ -223,6 +252,8 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
         if checking is not None:
             checking.cancel()
         raise
+    if keep and top is not None:
+        keep_manifest(session, top)
     up_to_date = False
     if checking is not None:
         current = await checking
@@ -231,6 +262,16 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
             if not up_to_date:
                 session.stale[dst.name] = target
     return ImageUnit(src.name, dst.name, digest, target, media_type, up_to_date, tuple(platforms), insecure)
+
+
+async def _read_or_none(session: Session, rt: RoundTripper, repo: Repository, ref: str) -> Manifest | None:
+    """:func:`read_manifest`, or ``None`` when the registry answers 404 (the manifest does not exist)."""
+    try:
+        return await read_manifest(session, rt, repo, ref)
+    except transport.Error as exc:
+        if exc.status_code == 404:
+            return None
+        raise
 
 
 async def _subjects(session: Session, unit: ImageUnit) -> list[str]:
@@ -329,24 +370,91 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
     return plan, consumed
 
 
+#: What a streaming planner yields: a unit, or a planning failure ``(reference, message)``.
+PlanItem = Union[ImageUnit, tuple[str, str]]
+#: Where a planner puts what it found: ``emit(key, item)``; ``key`` orders the items of a collected
+#: :class:`Plan` as plan-then-execute always ordered them (images by tag, then referrers, then left-over
+#: referrer tags), whatever order they were found in.
+Emit = Callable[[tuple[int, ...], PlanItem], None]
+
+
+async def _plan_reference_into(emit: Emit, session: Session, source: str, destination: str, *,
+                               platforms: Sequence[str] = (), insecure: bool = False, referrers: bool = True,
+                               known_tags: Collection[str] | None = None, keep: bool = False) -> None:
+    try:
+        unit = await again(lambda: plan_image(session, source, destination, platforms=platforms,
+                                              insecure=insecure, keep=keep), source, backoff=session.backoff)
+    except (OCITransportError, ValueError) as exc:
+        emit((0,), (source, describe(exc)))
+        return
+    emit((0,), unit)  # its copy may start now; its referrers are asked for meanwhile
+    if referrers:
+        more, _ = await plan_referrers(session, unit, known_tags=known_tags)
+        found: list[PlanItem] = [*more.units, *more.errors]
+        for n, item in enumerate(found):
+            emit((1, n), item)
+
+
+def collected(items: list[tuple[tuple[int, ...], PlanItem]]) -> Plan:
+    """A :class:`Plan` of what a planner emitted, in key order; a destination planned twice (two tags of
+    one image find the same referrers) is kept once, the first."""
+    plan = Plan()
+    seen: set[str] = set()
+    for _, item in sorted(items, key=lambda pair: pair[0]):
+        if isinstance(item, ImageUnit):
+            if item.destination not in seen:
+                seen.add(item.destination)
+                plan.units.append(item)
+        else:
+            plan.errors.append(item)
+    return plan
+
+
+async def streamed(produce: Callable[[Emit], Awaitable[None]]) -> AsyncIterator[PlanItem]:
+    """What ``produce`` emits, as it emits it (a unit whose destination came before is dropped), for an
+    executor that starts copying while planning goes on. Closing the iterator cancels the planning."""
+    queue: asyncio.Queue[PlanItem | None] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            await produce(lambda _, item: queue.put_nowait(item))
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.ensure_future(run())
+    seen: set[str] = set()
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, ImageUnit):
+                if item.destination in seen:
+                    continue
+                seen.add(item.destination)
+            yield item
+        await task  # a planner's own failure
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def plan_reference(session: Session, source: str, destination: str, *, platforms: Sequence[str] = (),
                          insecure: bool = False, referrers: bool = True,
                          known_tags: Collection[str] | None = None) -> Plan:
     """:func:`plan_image` plus, with ``referrers``, the units of its referrers (:func:`plan_referrers`).
     A source that cannot be planned is in ``Plan.errors``."""
-    plan = Plan()
-    try:
-        unit = await again(lambda: plan_image(session, source, destination, platforms=platforms,
-                                              insecure=insecure), source, backoff=session.backoff)
-    except (OCITransportError, ValueError) as exc:
-        plan.errors.append((source, describe(exc)))
-        return plan
-    plan.units.append(unit)
-    if referrers:
-        more, _ = await plan_referrers(session, unit, known_tags=known_tags)
-        plan.units.extend(more.units)
-        plan.errors.extend(more.errors)
-    return plan
+    items: list[tuple[tuple[int, ...], PlanItem]] = []
+    await _plan_reference_into(lambda key, item: items.append((key, item)), session, source, destination,
+                               platforms=platforms, insecure=insecure, referrers=referrers, known_tags=known_tags)
+    return collected(items)
+
+
+def stream_reference(session: Session, source: str, destination: str, *, platforms: Sequence[str] = (),
+                     insecure: bool = False, referrers: bool = True) -> AsyncIterator[PlanItem]:
+    """:func:`plan_reference` as it goes: the image's unit as soon as it is planned (its source manifest
+    kept for the copy), then its referrers' units and any failures."""
+    return streamed(lambda emit: _plan_reference_into(emit, session, source, destination, platforms=platforms,
+                                                      insecure=insecure, referrers=referrers, keep=True))
 
 
 def _filter_tags(tags: list[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
@@ -362,6 +470,104 @@ def _filter_tags(tags: list[str], include: Sequence[str] | None, exclude: Sequen
     return out
 
 
+async def _plan_repository_into(emit: Emit, session: Session, source: str, destination: str, *,
+                                tags: Sequence[str] | None = None, include: Sequence[str] | None = None,
+                                exclude: Sequence[str] | None = None, platforms: Sequence[str] = (),
+                                insecure: bool = False, jobs: int = 8, referrers: bool = True,
+                                keep: bool = False) -> None:
+    """The one repository planner (see :func:`plan_repository`), emitting each unit when it is planned.
+
+    Tags are planned as their tag-list page arrives; an image's referrers are asked for as soon as the
+    whole list is known (it tells which fallback and cosign tags exist) and its unit was emitted. A
+    failed tag list raises (after the planning it started is cancelled)."""
+    src_repo = Repository(source, insecure=insecure)
+    dst_repo = Repository(destination, insecure=insecure)
+    limit = asyncio.Semaphore(max(jobs, 1) * 4)
+    listed = asyncio.Event()
+    known: set[str] | None = None
+    consumed: set[str] = set()
+    order: dict[str, int] = {}  # tag -> its place (each tag is planned once, however often it is listed)
+    deferred: list[str] = []
+    tasks: set[asyncio.Future[None]] = set()
+
+    def spawn(step: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(step)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def image(tag: str, key: tuple[int, ...], follow: bool) -> None:
+        async with limit:
+            try:
+                unit = await again(lambda: plan_image(session, f"{src_repo.name}:{tag}", f"{dst_repo.name}:{tag}",
+                                                      platforms=platforms, insecure=insecure, keep=keep),
+                                   f"{src_repo.name}:{tag}", backoff=session.backoff)
+            except Exception as exc:  # noqa: BLE001 - reported per tag
+                emit(key, (f"{src_repo.name}:{tag}", describe(exc)))
+                return
+        emit(key, unit)
+        if follow:
+            spawn(referrers_of(unit, key[1]))
+
+    async def referrers_of(unit: ImageUnit, place: int) -> None:
+        await listed.wait()
+        async with limit:
+            # Concurrency comes from the many units here; a unit's own subjects go two at a time.
+            part, used = await plan_referrers(session, unit, known_tags=known, jobs=2)
+        consumed.update(used)
+        found: list[PlanItem] = [*part.units, *part.errors]
+        for n, item in enumerate(found):
+            emit((1, place, n), item)
+
+    def take(names: list[str]) -> None:
+        for tag in _filter_tags(names, include, exclude):
+            if tag in order:
+                continue
+            order[tag] = len(order)
+            if referrers and is_referrer_tag(tag):
+                # Fallback and cosign tags wait: most belong to an image planned here and come as its referrers.
+                deferred.append(tag)
+            else:
+                spawn(image(tag, (0, order[tag]), referrers))
+
+    async def settle() -> None:
+        while tasks:
+            await asyncio.gather(*list(tasks))
+
+    try:
+        if tags is None:
+            async def listing() -> set[str]:
+                pull = await session.pull(src_repo)
+                for attempt in range(MANIFEST_READS):
+                    names: set[str] = set()
+                    try:
+                        async for page in session.tag_pages(pull, src_repo):
+                            names.update(page)
+                            take(page)
+                        return names
+                    except MirrorError as exc:  # a page that does not parse: maybe cut short on the way
+                        if attempt + 1 >= MANIFEST_READS or isinstance(exc, LimitExceeded):
+                            raise
+                        session.retries += 1
+                        delay = session.backoff.delay(attempt)
+                        retry_log.info("listing the tags of %s again in %.1fs after: %s", src_repo.name, delay,
+                                       describe(exc))
+                        await asyncio.sleep(delay)
+                raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+            known = await again(listing, f"tags of {src_repo.name}", backoff=session.backoff)
+        else:
+            take(list(dict.fromkeys(tags)))
+        listed.set()
+        await settle()
+        for tag in deferred:
+            if tag not in consumed:
+                spawn(image(tag, (2, order[tag]), False))
+        await settle()
+    finally:
+        for task in list(tasks):
+            task.cancel()
+
+
 async def plan_repository(session: Session, source: str, destination: str, *,
                           tags: Sequence[str] | None = None, include: Sequence[str] | None = None,
                           exclude: Sequence[str] | None = None, platforms: Sequence[str] = (),
@@ -371,74 +577,26 @@ async def plan_repository(session: Session, source: str, destination: str, *,
 
     With ``referrers`` (the default), each image's referrers follow it (:func:`plan_referrers`); the
     fallback and cosign tags of an image that is planned are then not planned again as plain tags."""
-    src_repo = Repository(source, insecure=insecure)
-    dst_repo = Repository(destination, insecure=insecure)
-    plan = Plan()
-    known: set[str] | None = None
-    if tags is None:
-        async def listed() -> list[str]:
-            pull = await session.pull(src_repo)
-            for attempt in range(MANIFEST_READS):
-                try:
-                    return await session.list_tags(pull, src_repo)
-                except MirrorError as exc:  # a page that does not parse: maybe cut short on the way
-                    if attempt + 1 >= MANIFEST_READS or isinstance(exc, LimitExceeded):
-                        raise
-                    session.retries += 1
-                    delay = session.backoff.delay(attempt)
-                    retry_log.info("listing the tags of %s again in %.1fs after: %s", src_repo.name, delay,
-                                   describe(exc))
-                    await asyncio.sleep(delay)
-            raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+    items: list[tuple[tuple[int, ...], PlanItem]] = []
+    await _plan_repository_into(lambda key, item: items.append((key, item)), session, source, destination,
+                                tags=tags, include=include, exclude=exclude, platforms=platforms,
+                                insecure=insecure, jobs=jobs, referrers=referrers)
+    return collected(items)
 
-        names = await again(listed, f"tags of {src_repo.name}", backoff=session.backoff)
-        known = set(names)
-    else:
-        names = list(dict.fromkeys(tags))
-    names = _filter_tags(names, include, exclude)
-    deferred: list[str] = []
-    if referrers:
-        # Fallback and cosign tags wait: most belong to an image planned here and come as its referrers.
-        deferred = [t for t in names if is_referrer_tag(t)]
-        names = [t for t in names if not is_referrer_tag(t)]
-    limit = asyncio.Semaphore(max(jobs, 1) * 4)
 
-    async def one(tag: str) -> ImageUnit | tuple[str, str]:
-        async with limit:
+def stream_repositories(session: Session, pairs: Sequence[tuple[str, str]], *, tags: Sequence[str] | None = None,
+                        include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                        platforms: Sequence[str] = (), insecure: bool = False, jobs: int = 8,
+                        referrers: bool = True) -> AsyncIterator[PlanItem]:
+    """:func:`plan_repository` for each ``(source, destination)`` pair, as it goes: each unit as soon as
+    it is planned (its source manifest kept for the copy); a repository whose tags cannot be listed is
+    one failure ``(source, message)``."""
+    async def produce(emit: Emit) -> None:
+        for source, destination in pairs:
             try:
-                return await again(lambda: plan_image(session, f"{src_repo.name}:{tag}",
-                                                      f"{dst_repo.name}:{tag}", platforms=platforms,
-                                                      insecure=insecure), f"{src_repo.name}:{tag}",
-                                    backoff=session.backoff)
-            except Exception as exc:  # noqa: BLE001 - reported per tag
-                return (f"{src_repo.name}:{tag}", describe(exc))
-
-    for item in await asyncio.gather(*(one(t) for t in names)):
-        if isinstance(item, ImageUnit):
-            plan.units.append(item)
-        else:
-            plan.errors.append(item)
-    if not referrers:
-        return plan
-    consumed: set[str] = set()
-    seen = {u.destination for u in plan.units}
-
-    async def of(unit: ImageUnit) -> tuple[Plan, set[str]]:
-        async with limit:
-            # Concurrency comes from the many units here; a unit's own subjects go two at a time.
-            return await plan_referrers(session, unit, known_tags=known, jobs=2)
-
-    for part, used in await asyncio.gather(*(of(u) for u in list(plan.units))):
-        consumed |= used
-        plan.errors.extend(part.errors)
-        for unit in part.units:  # two tags of one image find the same referrers: keep the first
-            if unit.destination not in seen:
-                seen.add(unit.destination)
-                plan.units.append(unit)
-    for item in await asyncio.gather(*(one(t) for t in deferred if t not in consumed)):
-        if isinstance(item, ImageUnit):
-            if item.destination not in seen:
-                plan.units.append(item)
-        else:
-            plan.errors.append(item)
-    return plan
+                await _plan_repository_into(emit, session, source, destination, tags=tags, include=include,
+                                            exclude=exclude, platforms=platforms, insecure=insecure, jobs=jobs,
+                                            referrers=referrers, keep=True)
+            except (OCITransportError, ValueError) as exc:
+                emit((), (source, describe(exc)))
+    return streamed(produce)
