@@ -18,7 +18,7 @@ from typing import TypeVar, Union
 
 from .. import transport
 from ..exceptions import OCITransportError
-from ..name import DEFAULT_REGISTRY, Digest, Repository, Tag, parse_reference
+from ..name import Digest, Repository, Tag, parse_reference
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .limits import LimitExceeded, children_of
@@ -206,9 +206,12 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     """Resolve one copy: HEAD the source (and, with a platform filter on an index, GET it), HEAD the
     destination. Raises ``MirrorError`` for a source that does not exist.
 
-    ``keep`` (a pipelined run): GET the source manifest instead of HEADing it and keep it for the copy
-    (:func:`keep_manifest`): the copy then starts without another round trip to the source. Not for
-    Docker Hub, whose pull quota counts manifest GETs, not HEADs (an up-to-date tag would cost a pull)."""
+    ``keep`` (a pipelined run): the destination is asked first, and when it does not have the reference
+    (or cannot say), the source manifest is read with GET instead of HEAD and kept for the copy
+    (:func:`keep_manifest`): the copy then starts without another round trip to the source. A reference
+    the destination has is HEADed as always: Docker Hub's pull quota counts manifest GETs, not HEADs, and
+    an up-to-date tag must not cost a pull (the destination is usually the near side: its answer costs
+    less than a second round trip to the source)."""
     src = parse_reference(source, insecure=insecure)
     if not has_identifier(destination):
         destination = f"{Repository(destination, insecure=insecure).name}" + (
@@ -227,7 +230,11 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     try:
         pull = await session.pull(src.repository)
         top: Manifest | None = None
-        if keep and src.repository.registry.name != DEFAULT_REGISTRY:
+        fetch = keep
+        if keep and checking is not None:
+            current = await asyncio.shield(checking)
+            fetch = current is None or isinstance(current, Exception)
+        if fetch:
             top = await _read_or_none(session, pull, src.repository, identifier_of(src))
             found = None if top is None else (top.digest, top.media_type)
         else:
