@@ -94,3 +94,31 @@ def test_bad_policy() -> None:
 
 def test_describe() -> None:
     assert ConcurrencyController().describe() == "auto: 8 (peak 8, ceiling 64)"
+
+
+def test_rounds_the_limit_did_not_hold_back_are_not_judged() -> None:
+    # A pipelined run 100 ms away: for its first second only 6 images are planned (fewer than the limit),
+    # answers come no faster with more room, and most are the near destination's (planning's HEADs),
+    # quick; then the plan has arrived and the path is link-bound up to 400 answers/s. Judged, those
+    # early rounds would make the far answers look like queueing, and the limit would stop short.
+    rtt, planned_by = 0.1, 1.0
+    model = far(rtt, capacity=400.0)
+    c = ConcurrencyController()
+    t = 0.0
+    for _ in range(200_000):
+        if t >= 30.0:
+            break
+        early = t < planned_by
+        in_flight = min(c.limit, 6) if early else c.limit
+        throughput, latency = (in_flight / rtt, 0.2 * rtt) if early else model(c.limit)
+        t += 1.0 / throughput
+        c.sample(t, latency, limited=in_flight >= c.limit)
+    assert model(c.limit)[0] >= 0.9 * best_fixed(model), (c.limit, c.rounds[:8])
+    assert all(r.next_limit == r.limit for r in c.rounds if r.latency == 0.2 * rtt)  # not judged
+
+
+def test_an_unlimited_round_still_backs_off_on_a_throttle() -> None:
+    c = ConcurrencyController()
+    for i in range(8):
+        c.sample(1.0 + i * 0.01, 0.05, throttled=i == 7, limited=False)
+    assert c.limit == 4 and c.rounds[-1].throttled

@@ -62,7 +62,7 @@ class Observe(Layer):
     """The bottom layer of a mirror Session: asks the engine for each transfer's connection count, and
     feeds each answer's time to its head (and throttles) to ``controller`` when there is one."""
 
-    __slots__ = ("clock", "connections", "controller", "on_change")
+    __slots__ = ("clock", "connections", "controller", "limited", "on_change")
 
     def __init__(self, inner: RoundTripper, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(inner)
@@ -70,6 +70,9 @@ class Observe(Layer):
         self.controller: ConcurrencyController | None = None
         #: Called when the controller changed its limit.
         self.on_change: Callable[[], None] | None = None
+        #: Whether the controller's limit holds work back now (as many images in flight as it allows, or
+        #: more waiting); ``None``: always assumed.
+        self.limited: Callable[[], bool] | None = None
         self.clock = clock
 
     def handle(self, request: Request) -> Exchange:
@@ -84,7 +87,9 @@ class Observe(Layer):
         controller = self.controller
         if controller is not None:
             now = self.clock()
-            if controller.sample(now, now - started, throttled=response.status in THROTTLE_STATUS_CODES):
+            limited = self.limited
+            if controller.sample(now, now - started, throttled=response.status in THROTTLE_STATUS_CODES,
+                                 limited=limited is None or limited()):
                 wake = self.on_change
                 if wake is not None:
                     wake()

@@ -353,8 +353,12 @@ class Executor:
 
         observe = self.session.observe
         if self.controller is not None:
-            observe.controller = self.controller
+            controller = self.controller
+            observe.controller = controller
             observe.on_change = gate.wake if gate is not None else None
+            # Only rounds in which the limit held images back are judged: while a pipelined plan is still
+            # arriving, fewer images than allowed may be in flight, and more room would change nothing.
+            observe.limited = lambda: bool(queue or ready) or in_flight >= controller.limit
         feeder = asyncio.ensure_future(feed()) if stream is not None else None
         try:
             # A stream's size is unknown: every worker waits for units (an idle one costs nothing).
@@ -367,7 +371,7 @@ class Executor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await feeder
             if self.controller is not None:
-                observe.controller = observe.on_change = None
+                observe.controller = observe.on_change = observe.limited = None
             # Every transfer cancels its own session when it fails; this is the run's guarantee that
             # none it opened stays open at the destination (registries keep them for days).
             left = await self.blobs.cancel_open()

@@ -10,6 +10,10 @@ and ``min_round`` seconds. A round's throughput is its answers per second and it
 * **Settle** when a round brought no more throughput and latency rose: go back to the limit of the best
   round and stop growing (the registries, not the link, are now the bottleneck; more requests in
   flight only queue). A round that brought neither stays where it is.
+* **Judge only rounds the limit held back**: a round with an answer that came while the limit held
+  nothing back (fewer images in flight than allowed and none waiting: a pipelined run still planning,
+  the last images of a run) says nothing about more concurrency; it neither grows nor settles the limit,
+  nor sets the latency baseline (a throttle still cuts it).
 * **Back off** on a throttle (``429`` / ``503``): the limit is multiplied by ``decrease`` (once per
   round) and does not grow again for ``hold_rounds`` rounds, as the per-registry AIMD limit of
   :mod:`ocitransport.transport.limit` does for its requests.
@@ -79,16 +83,21 @@ class ConcurrencyController:
     _slow_start: bool = True
     _settled: bool = False
     _hold: int = 0
+    _unheld: bool = False
 
     def __post_init__(self) -> None:
         if not self.limit:
             self.limit = self.policy.initial
         self.peak = self.limit
 
-    def sample(self, now: float, latency: float, *, throttled: bool = False) -> bool:
-        """One answered request (``latency``: seconds to its head); ``True`` when the limit changed."""
+    def sample(self, now: float, latency: float, *, throttled: bool = False, limited: bool = True) -> bool:
+        """One answered request (``latency``: seconds to its head); ``True`` when the limit changed.
+        ``limited``: the limit held work back when it was answered (as many images in flight as allowed,
+        or more waiting); a round with a sample that was not is not judged."""
         if self._started is None:
             self._started = now - max(latency, 0.0)
+        if not limited:
+            self._unheld = True
         if throttled:
             self._throttled = True
         else:
@@ -110,6 +119,8 @@ class ConcurrencyController:
             self._slow_start = False
             self._best = (0.0, self.limit)  # what was best before the registry pushed back is not now
         else:
+            if self._unheld:  # the limit did not hold back: no evidence for or against more (nor a baseline)
+                return self._close_round(now, before, throughput, latency)
             if latency and (not self._base_latency or latency < self._base_latency):
                 self._base_latency = latency
             flat = latency <= self._base_latency * p.tolerance
@@ -128,11 +139,15 @@ class ConcurrencyController:
             elif not grew:
                 self._slow_start = False
             self._last_throughput = throughput
+        return self._close_round(now, before, throughput, latency)
+
+    def _close_round(self, now: float, before: int, throughput: float, latency: float) -> bool:
         self.rounds.append(Round(before, throughput, latency, self._throttled, self.limit))
         self.peak = max(self.peak, self.limit)
         self._started = now
         self._latencies = []
         self._throttled = False
+        self._unheld = False
         return self.limit != before
 
     def describe(self) -> str:
