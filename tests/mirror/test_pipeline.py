@@ -170,3 +170,17 @@ def test_fail_fast_stops_planning_and_copying_at_a_planning_failure(
     # a0 was planned (and copied) before ghost failed; late was still being planned: never copied.
     assert report.images_copied == 1 and [r.destination.rsplit(":", 1)[1] for r in report.images] == ["a0"]
     assert raw.list_tags(dst_registry, dst_repo) == ["a0"]
+
+
+def test_a_local_sync_is_pipelined_too(
+        registry: RegistryServer, dst_registry: RegistryServer,
+        proxy_factory: Callable[..., FaultProxy], make_repo_name: Callable[[], str]) -> None:
+    repo, prefix = make_repo_name(), make_repo_name()
+    proxy, images = _source(registry, proxy_factory, repo, ["a0", "slow"])
+    proxy.hold_request(HOLD, path_contains="/manifests/slow")
+    report = mirror.sync({"destination": f"{dst_registry.host}/{prefix}",
+                          f"{process.LOOPBACK}:{proxy.port}": {"images": {repo: ["a0", "slow"]}}})
+    assert report.ok and report.images_copied == 2, report.errors
+    held = next(r for r in proxy.records if r[1].endswith("/manifests/slow"))
+    gets = _blob_gets(proxy, images["a0"])
+    assert gets and all(r.answered_at < held.answered_at for r in gets), (gets, held)

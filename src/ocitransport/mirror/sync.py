@@ -1,9 +1,9 @@
 """Sync: mirror the images a sync file lists into one destination (``ocitransport sync FILE``).
 
 The file's format, model and validation are in :mod:`.syncfile`. :func:`sync` plans on the calling side
-(tag lists, semver and regex selection, HEADs of both sides) with the file's credentials and TLS settings,
-then hands the :class:`Plan` (with its :class:`RunOptions`) to an executor: by default the local one;
-any object with the :class:`PlanExecutor` method runs it elsewhere (``mirror.distributed``).
+(tag lists, semver and regex selection, HEADs of both sides) with the file's credentials and TLS settings.
+The local executor copies each image as soon as it is planned; any object with the :class:`PlanExecutor`
+method (``mirror.distributed``) gets the whole :class:`Plan` (with its :class:`RunOptions`) first.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -22,9 +22,18 @@ from ..name import Repository
 from ..transport.autotune import AUTO_INITIAL
 from .blobs import CHUNK_SIZE, CHUNK_THRESHOLD
 from .concurrency import AUTO, Jobs, check_jobs, most_jobs
-from .execute import Progress, execute_plan
+from .execute import Progress, execute_plan, execute_stream
 from .options import RegistryRouter, RunOptions, cert_dir_files, tls_transport
-from .plan import Plan, describe, plan_reference, plan_repository
+from .plan import (
+    Emit,
+    ImageUnit,
+    Plan,
+    PlanItem,
+    _plan_reference_into,
+    _plan_repository_into,
+    describe,
+    streamed,
+)
 from .report import Report
 from .session import PullQuota, Session
 from .syncfile import (
@@ -63,20 +72,16 @@ class PlanExecutor(Protocol):
 
 # ------------------------------------------------------------------------------------------- planning
 
-async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
-                    platforms: Sequence[str] | None = None, include: Sequence[str] = (),
-                    exclude: Sequence[str] = (), insecure: bool = False,
-                    referrers: bool | None = None) -> Plan:
-    """The plan of a sync run: every selected image of every source, deduplicated by destination.
-
-    ``platforms`` and ``referrers`` override the file's when given; ``include`` / ``exclude`` add to
-    every registry's filters; ``insecure`` allows plain HTTP everywhere. Planning failures are
-    ``Plan.errors``.
-    """
+async def _plan_sync_into(emit: Emit, session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
+                          platforms: Sequence[str] | None = None, include: Sequence[str] = (),
+                          exclude: Sequence[str] = (), insecure: bool = False, referrers: bool | None = None,
+                          keep: bool = False) -> None:
+    """The one sync planner (see :func:`plan_sync`): emits each unit and failure as it is found, keyed by
+    the selection's place in the file."""
     width = most_jobs(jobs or config.jobs)
     limit = asyncio.Semaphore(max(width, 1))
 
-    async def one(source: SourceRegistry, selection: ImageSelection) -> Plan:
+    async def one(n: int, source: SourceRegistry, selection: ImageSelection) -> None:
         src = Repository(f"{source.registry}/{selection.repository}", insecure=insecure or source.insecure)
         dst = config.destination_repository(src, selection.repository)
         plats = tuple(platforms) if platforms else source.platforms
@@ -89,34 +94,85 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None =
                 if selection.needs_tag_list:
                     listed = await session.list_tags(await session.pull(src), src)
                 tags = source.filter(selection.select(listed))
-                part = await plan_repository(session, src.name, dst, tags=tags, platforms=plats, insecure=unsafe,
-                                             jobs=width, referrers=source.referrers)
+                await _plan_repository_into(lambda key, item: emit((n, 0, *key), item), session, src.name, dst,
+                                            tags=tags, platforms=plats, insecure=unsafe, jobs=width,
+                                            referrers=source.referrers, keep=keep)
             except (OCITransportError, ValueError) as exc:
-                return Plan(errors=[(src.name, describe(exc))])
-            for digest in selection.digests:  # the image and, with referrers, its referrers
-                more = await plan_reference(session, f"{src.name}@{digest}", f"{dst}@{digest}", platforms=plats,
-                                            insecure=unsafe, referrers=source.referrers)
-                part.units.extend(more.units)
-                part.errors.extend(more.errors)
+                emit((n,), (src.name, describe(exc)))
+                return
+            for d, digest in enumerate(selection.digests):  # the image and, with referrers, its referrers
+                await _plan_reference_into(lambda key, item: emit((n, 1, d, *key), item), session,
+                                           f"{src.name}@{digest}", f"{dst}@{digest}", platforms=plats,
+                                           insecure=unsafe, referrers=source.referrers, keep=keep)
             if selection.needs_tag_list and not tags and not selection.digests:
                 log.info("%s: no tag selected (of %d listed)", src.name, len(listed))
-            return part
 
-    parts = await asyncio.gather(*(one(s, sel) for s in config.registries for sel in s.images))
+    await asyncio.gather(*(one(n, s, sel) for n, (s, sel) in
+                           enumerate((s, sel) for s in config.registries for sel in s.images)))
+
+
+class _Placement:
+    """Destinations taken so far: a second source mapping to one is a failure, not a second unit."""
+
+    def __init__(self) -> None:
+        self.placed: dict[str, str] = {}  # destination reference -> source reference
+
+    def admit(self, item: PlanItem) -> PlanItem | None:
+        """``item``, or the failure it stands for, or ``None`` (a destination already planned from the
+        same source)."""
+        if not isinstance(item, ImageUnit):
+            return item
+        earlier = self.placed.get(item.destination)
+        if earlier is None:
+            self.placed[item.destination] = item.source
+            return item
+        if earlier != item.source:
+            return (item.source, f"{item.source} and {earlier} both map to {item.destination} "
+                                 "(set 'scoped: true' to keep their paths apart)")
+        return None
+
+
+async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
+                    platforms: Sequence[str] | None = None, include: Sequence[str] = (),
+                    exclude: Sequence[str] = (), insecure: bool = False,
+                    referrers: bool | None = None) -> Plan:
+    """The plan of a sync run: every selected image of every source, deduplicated by destination.
+
+    ``platforms`` and ``referrers`` override the file's when given; ``include`` / ``exclude`` add to
+    every registry's filters; ``insecure`` allows plain HTTP everywhere. Planning failures are
+    ``Plan.errors``.
+    """
+    items: list[tuple[tuple[int, ...], PlanItem]] = []
+    await _plan_sync_into(lambda key, item: items.append((key, item)), session, config, jobs=jobs,
+                          platforms=platforms, include=include, exclude=exclude, insecure=insecure,
+                          referrers=referrers)
     plan = Plan()
-    placed: dict[str, str] = {}  # destination reference -> source reference
-    for part in parts:
-        plan.errors.extend(part.errors)
-        for unit in part.units:
-            earlier = placed.get(unit.destination)
-            if earlier is None:
-                placed[unit.destination] = unit.source
-                plan.units.append(unit)
-            elif earlier != unit.source:
-                message = (f"{unit.source} and {earlier} both map to {unit.destination} "
-                           "(set 'scoped: true' to keep their paths apart)")
-                plan.errors.append((unit.source, message))
+    placement = _Placement()
+    for _, item in sorted(items, key=lambda pair: pair[0]):
+        admitted = placement.admit(item)
+        if isinstance(admitted, ImageUnit):
+            plan.units.append(admitted)
+        elif admitted is not None:
+            plan.errors.append(admitted)
     return plan
+
+
+def stream_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
+                platforms: Sequence[str] | None = None, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                insecure: bool = False, referrers: bool | None = None) -> AsyncIterator[PlanItem]:
+    """:func:`plan_sync` as it goes (for the local executor): each unit as soon as it is planned, its
+    source manifest kept for the copy."""
+    placement = _Placement()
+
+    async def produce(emit: Emit) -> None:
+        def admit(key: tuple[int, ...], item: PlanItem) -> None:
+            admitted = placement.admit(item)
+            if admitted is not None:
+                emit(key, admitted)
+
+        await _plan_sync_into(admit, session, config, jobs=jobs, platforms=platforms, include=include,
+                              exclude=exclude, insecure=insecure, referrers=referrers, keep=True)
+    return streamed(produce)
 
 
 # ------------------------------------------------------------------------------------------- sync
@@ -190,6 +246,11 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
         async def main() -> tuple[Plan, Report | None]:
             session = Session(transport, chain, retries=retries,  # type: ignore[arg-type]
                               allow_private_storage=private_ok)
+            if executor is None and not dry_run:  # locally, each image's copy starts as soon as it is planned
+                items = stream_sync(session, cfg, jobs=jobs, platforms=platforms, include=include, exclude=exclude,
+                                    insecure=insecure, referrers=referrers)
+                return Plan(options=options), await execute_stream(session, items, options, keep_going=keep_going,
+                                                                   progress=progress, started=started)
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
                                    exclude=exclude, insecure=insecure, referrers=referrers)
             plan.options = options
