@@ -484,16 +484,14 @@ async def _plan_repository_into(emit: Emit, session: Session, source: str, desti
                                 keep: bool = False) -> None:
     """The one repository planner (see :func:`plan_repository`), emitting each unit when it is planned.
 
-    Tags are planned as their tag-list page arrives; an image's referrers are asked for as soon as the
-    whole list is known (it tells which fallback and cosign tags exist) and its unit was emitted. A
-    failed tag list raises (after the planning it started is cancelled)."""
+    Every tag is planned at once (at most ``4 * jobs`` at a time) once the tag list is read; an image's
+    referrers are asked for as soon as its unit was emitted. A failed tag list raises."""
     src_repo = Repository(source, insecure=insecure)
     dst_repo = Repository(destination, insecure=insecure)
     limit = asyncio.Semaphore(max(jobs, 1) * 4)
-    listed = asyncio.Event()
     known: set[str] | None = None
     consumed: set[str] = set()
-    order: dict[str, int] = {}  # tag -> its place (each tag is planned once, however often it is listed)
+    order: dict[str, int] = {}  # tag -> its place (each tag is planned once, however often it is given)
     deferred: list[str] = []
     tasks: set[asyncio.Future[None]] = set()
 
@@ -516,7 +514,6 @@ async def _plan_repository_into(emit: Emit, session: Session, source: str, desti
             spawn(referrers_of(unit, key[1]))
 
     async def referrers_of(unit: ImageUnit, place: int) -> None:
-        await listed.wait()
         async with limit:
             # Concurrency comes from the many units here; a unit's own subjects go two at a time.
             part, used = await plan_referrers(session, unit, known_tags=known, jobs=2)
@@ -542,15 +539,11 @@ async def _plan_repository_into(emit: Emit, session: Session, source: str, desti
 
     try:
         if tags is None:
-            async def listing() -> set[str]:
+            async def listing() -> list[str]:
                 pull = await session.pull(src_repo)
                 for attempt in range(MANIFEST_READS):
-                    names: set[str] = set()
                     try:
-                        async for page in session.tag_pages(pull, src_repo):
-                            names.update(page)
-                            take(page)
-                        return names
+                        return await session.list_tags(pull, src_repo)
                     except MirrorError as exc:  # a page that does not parse: maybe cut short on the way
                         if attempt + 1 >= MANIFEST_READS or isinstance(exc, LimitExceeded):
                             raise
@@ -561,10 +554,13 @@ async def _plan_repository_into(emit: Emit, session: Session, source: str, desti
                         await asyncio.sleep(delay)
                 raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-            known = await again(listing, f"tags of {src_repo.name}", backoff=session.backoff)
+            # The whole list first: one over the limits (MAX_TAGS, MAX_TAG_LIST_BYTES) plans nothing, so
+            # an endless list from a hostile registry costs no manifest request (tests/hostile/test_bounds.py).
+            names = await again(listing, f"tags of {src_repo.name}", backoff=session.backoff)
+            known = set(names)
+            take(names)
         else:
             take(list(dict.fromkeys(tags)))
-        listed.set()
         await settle()
         for tag in deferred:
             if tag not in consumed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -452,11 +452,6 @@ class Session:
         ``BodyTooLarge``. Across pages at most ``limits.MAX_TAGS`` distinct tags and
         ``limits.MAX_TAG_LIST_BYTES`` bytes are read, else ``LimitExceeded`` (listing stops). Entries
         that are not tags by the reference grammar are skipped and counted in :attr:`invalid_tags`."""
-        return [tag async for page in self.tag_pages(rt, repo) for tag in page]
-
-    async def tag_pages(self, rt: RoundTripper, repo: Repository) -> AsyncIterator[list[str]]:
-        """:meth:`list_tags` a page at a time: the tags each page adds (distinct, in the registry's order),
-        as soon as it is read, so planning can start on them while the next page is on its way."""
         from . import limits
 
         url = with_query(self.url(repo, "tags", "list"), n=str(TAGS_PAGE_SIZE))
@@ -487,16 +482,12 @@ class Session:
                 page = parse_tag_list(body)
             except TagListError as exc:
                 raise MirrorError(f"GET {_public(url)}: {exc}") from None
-            fresh: list[str] = []
             for tag in page:
-                if not is_tag(tag):
-                    invalid += 1
-                elif tag not in tags:
+                if is_tag(tag):
                     tags[tag] = None
-                    fresh.append(tag)
+                else:
+                    invalid += 1
             limits.check_tags(repo.name, len(tags), total_bytes)
-            if fresh:
-                yield fresh
             next_url = next_link(response.headers.get_all("Link"), response.url or url)
             if next_url is None or next_url in seen_urls:
                 break
@@ -513,6 +504,7 @@ class Session:
             self.invalid_tags += invalid
             log.warning("%s: skipped %d invalid tag%s of the tag list", repo.name, invalid,
                         "" if invalid == 1 else "s")
+        return list(tags)
 
     # -- blobs ------------------------------------------------------------------------------------
 
