@@ -62,16 +62,15 @@ class ArchiveLayout(Layout):
     def _ensure(self) -> None:
         if self._opened:
             return
+        if not os.path.exists(os.path.join(self.root, UNPACKED_MARK)):  # else: a killed run's, unpacked whole
+            if os.path.exists(self.file):
+                self._unpack()  # raises again on every use when the archive is refused
+            else:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.root, 0o755)
+            with open(os.path.join(self.root, UNPACKED_MARK), "wb"):  # noqa: PTH123
+                pass
         self._opened = True
-        if os.path.exists(os.path.join(self.root, UNPACKED_MARK)):
-            return  # a working directory a killed run left, unpacked whole: go on from it
-        if os.path.exists(self.file):
-            self._unpack()
-        else:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.root, 0o755)
-        with open(os.path.join(self.root, UNPACKED_MARK), "wb"):  # noqa: PTH123
-            pass
 
     def _unpack(self) -> None:
         try:
@@ -103,9 +102,9 @@ class ArchiveLayout(Layout):
             for name, member in members:
                 if name.startswith("blobs/"):
                     digest = name[len("blobs/"):].replace("/", ":", 1)
-                    if self._has(digest):
+                    path = Layout._blob_path(self, digest, create=True)  # not ours: that one unpacks first
+                    if path is not None and os.path.isfile(path) and not os.path.islink(path):
                         continue
-                    path = self._blob_path(digest, create=True)
                 else:
                     path = os.path.join(self.root, name)
                 assert path is not None

@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +175,8 @@ class Layout:
         self._index: tuple[tuple[int, int, int], list[_Entry]] | None = None
         self._subjects: dict[str, str] = {}  # manifest digest -> its subject's digest ("" for none)
         self._checked: set[str] = set()  # directories found to be real directories
+        self._prepared = False
+        self._preparing = threading.Lock()
 
     # -- paths ------------------------------------------------------------------------------------
 
@@ -259,7 +262,15 @@ class Layout:
 
     def _prepare(self) -> None:
         """Make the layout (directory, ``oci-layout``, ``blobs/sha256``) for writing; an existing one is
-        checked (``imageLayoutVersion`` must be there)."""
+        checked (``imageLayoutVersion`` must be there). Once per layout, however many threads ask."""
+        if self._prepared:
+            return
+        with self._preparing:
+            if not self._prepared:
+                self._prepare_once()
+                self._prepared = True
+
+    def _prepare_once(self) -> None:
         self._real_dir(self.root, create=True)
         marker = os.path.join(self.root, "oci-layout")
         raw = self._read_small(marker, MAX_LAYOUT_FILE)
@@ -438,12 +449,15 @@ class Layout:
         mine = self._mine(repo)
 
         def change(manifests: list[Any]) -> bool:
+            if is_digest(ref):  # a referrer: listed once, tagged or not
+                if any(old is not None and mine(old) and old.digest == ref for old in map(_entry, manifests)):
+                    return False
+                manifests.append(entry)
+                return True
             kept = []
             for raw in manifests:
                 old = _entry(raw)
-                same = old is not None and mine(old) and (
-                    old.digest == ref if is_digest(ref) else (old.tag == ref if repo.path else
-                                                              old.ref_name == ref))
+                same = old is not None and mine(old) and (old.tag == ref if repo.path else old.ref_name == ref)
                 if same and raw == entry:
                     return False  # already so
                 if not same:

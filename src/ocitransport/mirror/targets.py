@@ -30,7 +30,7 @@ OCI_ARCHIVE = "oci-archive"
 TRANSPORTS = (OCI, OCI_ARCHIVE)
 
 __all__ = ["OCI", "OCI_ARCHIVE", "TRANSPORTS", "LocalRegistry", "LocalRepository", "NoNetwork", "has_identifier",
-           "is_local", "local_repository", "parse_reference", "parse_repository"]
+           "is_local", "local_refused", "local_repository", "parse_reference", "parse_repository"]
 
 
 class NoNetwork(RoundTripper):
@@ -242,3 +242,9 @@ def has_identifier(reference: str) -> bool:
             return True
         return has_identifier(image)
     return "@" in reference or ":" in reference.rsplit("/", 1)[-1]
+
+
+def local_refused(target: str) -> str:
+    """The line refusing a local target on a distributed executor (its workers have no such directory)."""
+    return (f"{target} is a local OCI layout or archive: it is read and written by this process, not by "
+            "dask workers (drop --dask)")
