@@ -28,15 +28,14 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..exceptions import BodyTooLarge
 from ..messages import Body, Response
 from ..name import Digest, is_digest, is_media_type, is_tag, shown
 from ..name import parse_reference as parse_registry_reference
-from .errors import MirrorError
+from .errors import DigestMismatch, MirrorError
 from .manifests import MAX_MANIFEST_READ, OCI_INDEX, Manifest, parse_manifest
-from .session import DigestMismatch, Upload
 from .targets import LocalRepository
 
 log = logging.getLogger("ocitransport.mirror")
@@ -101,6 +100,13 @@ def _entry(raw: Any) -> _Entry | None:
                   ref_name, repo, tag, raw)
 
 
+class _Upload(Protocol):
+    """What the layout reads and sets of the Session's ``Upload``."""
+
+    url: str
+    offset: int
+
+
 class _Writer:
     """A blob on its way into the layout: a temporary file, hashed as it is written."""
 
@@ -152,7 +158,7 @@ class _FileStream:
     async def aread(self, n: int = -1) -> bytes:
         return self.read(n)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         while piece := self._chunk():
             yield piece
             await asyncio.sleep(0)  # other transfers of the loop get their turn
@@ -522,9 +528,9 @@ class Layout:
         return Response(206 if offset else 200, headers, stream=_FileStream(file, size - offset),
                         url=f"{self.name}/blobs/{digest}")
 
-    async def begin_upload(self, *, digest: str = "", mounted: bool = False) -> Upload | None:
-        """A temporary file to write a blob into (``None`` when ``mounted`` and the layout holds the blob:
-        a layout's repositories share their blobs)."""
+    async def begin_upload(self, *, digest: str = "", mounted: bool = False) -> str | None:
+        """A temporary file to write a blob into, as the URL the Session's ``Upload`` carries (``None`` when
+        ``mounted`` and the layout holds the blob: a layout's repositories share their blobs)."""
         if mounted and digest and self._has(digest):
             return None
         await asyncio.to_thread(self._prepare)
@@ -532,9 +538,9 @@ class Layout:
         writer = _Writer(os.path.join(self.root, f"{TEMP_PREFIX}{token}.tmp"))
         url = f"{self.name}#upload-{token}"
         self._writers[url] = writer
-        return Upload(url)
+        return url
 
-    def _writer(self, upload: Upload | str) -> _Writer:
+    def _writer(self, upload: _Upload | str) -> _Writer:
         url = upload if isinstance(upload, str) else upload.url
         writer = self._writers.get(url)
         if writer is None:
@@ -553,19 +559,19 @@ class Layout:
             return
         raise LayoutError(f"{self.name}: unsupported upload body {type(body).__name__}")
 
-    async def upload_chunk(self, upload: Upload, length: int, body: Body) -> None:
+    async def upload_chunk(self, upload: _Upload, length: int, body: Body) -> None:
         writer = self._writer(upload)
         await self._write(writer, body)
         upload.offset = writer.size
 
-    async def upload_status(self, upload: Upload) -> bool:
+    async def upload_status(self, upload: _Upload) -> bool:
         writer = self._writers.get(upload.url)
         if writer is None:
             return False
         upload.offset = writer.size
         return True
 
-    async def cancel_upload(self, upload: Upload) -> None:
+    async def cancel_upload(self, upload: _Upload) -> None:
         writer = self._writers.pop(upload.url, None)
         if writer is not None:
             writer.discard()

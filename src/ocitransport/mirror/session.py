@@ -30,7 +30,9 @@ from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
 from .concurrency import Observe
+from .errors import DigestMismatch as DigestMismatch  # re-exported: its old home
 from .errors import MirrorError as MirrorError  # re-exported: its old home
+from .errors import SizeMismatch as SizeMismatch  # re-exported: its old home
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -97,16 +99,6 @@ def parse_pull_quota(headers: Any) -> PullQuota | None:
         return None
     limit = _quota_number(headers.get("RateLimit-Limit"))
     return PullQuota(remaining[0], limit[0] if limit else 0, remaining[1] or (limit[1] if limit else 0))
-
-
-class DigestMismatch(MirrorError):
-    """The bytes that came from the source do not hash to the digest the manifest names."""
-
-
-class SizeMismatch(DigestMismatch):
-    """The source sent a blob body shorter or longer than the manifest declares (or declared such a
-    length). Worth another attempt: a proxy that cuts or mislabels a body causes it as well as a
-    registry that stores the wrong blob."""
 
 
 def resolve_location(response: Response, request_url: str, guard: AddressGuard | None = None) -> str:
@@ -508,9 +500,9 @@ class Session:
         from . import limits
 
         if isinstance(repo, LocalRepository):
-            tags = await self.local(repo).list_tags(repo)
-            limits.check_tags(repo.name, len(tags), 0)
-            return tags
+            local_tags = await self.local(repo).list_tags(repo)
+            limits.check_tags(repo.name, len(local_tags), 0)
+            return local_tags
         url = with_query(self.url(repo, "tags", "list"), n=str(TAGS_PAGE_SIZE))
         tags: dict[str, None] = {}  # distinct, in the registry's order
         seen_urls: set[str] = set()
@@ -627,7 +619,8 @@ class Session:
         (or a transport error) retries once without the mount, as upstream does."""
         if isinstance(repo, LocalRepository):  # a layout's repositories share its blobs: "mounted" if there
             mounted = isinstance(mount_from, LocalRepository) and mount_from.registry == repo.registry
-            return await self.local(repo).begin_upload(digest=digest, mounted=mounted)
+            local_url = await self.local(repo).begin_upload(digest=digest, mounted=mounted)
+            return None if local_url is None else Upload(local_url)
         url = self.url(repo, "blobs", "uploads/")
         guard = self.address_guard(repo.registry, storage=True, what="upload Location")
         ask_ip = {"primary_ip": True}  # the registry's address, for the guard's own-address rule
