@@ -378,6 +378,18 @@ def test_oci_archive_both_ways_and_added_to(registry, dst_registry, make_repo_na
         assert raw.get_manifest(dst_registry, dst_repo, tag).body == image.manifest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["transfer.tar"]
 
+    # A dry run reads the archive and leaves it, and the directory, as they were.
+    size = path.stat().st_size
+    three = raw.push_image(registry, repo, "v3")
+    report = mirror.copy(three.reference, f"oci-archive:{path}:v3", dry_run=True)
+    assert report.ok, report.errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transfer.tar"] and path.stat().st_size == size
+    # An archive that cannot be written is one line of the report, not a traceback.
+    report = mirror.copy(three.reference, "oci-archive:/proc/transfer.tar:v3")
+    assert [m for _, m in report.errors] == [
+        m for m in (m for _, m in report.errors) if "cannot write the archive" in m and m.count("\n") == 0]
+    assert len(report.errors) == 1, report.errors
+
 
 # ----------------------------------------------------------------------------- skopeo
 

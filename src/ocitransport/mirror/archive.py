@@ -44,12 +44,13 @@ class ArchiveLayout(Layout):
     def __init__(self, file: str, name: str) -> None:
         self.file = file
         partial = file + PARTIAL_SUFFIX
-        parent = os.path.dirname(file) or "."
         self._found = os.path.isdir(partial) and not os.path.islink(partial)
-        if self._found or os.access(parent, os.W_OK):
-            root = partial
-        else:  # a source on read-only media: unpacked into a temporary directory
-            root = tempfile.mkdtemp(prefix="ocitransport-archive-")
+        root = partial
+        if not self._found:
+            try:
+                os.mkdir(partial, 0o755)
+            except OSError:  # a source on read-only media: unpacked into a temporary directory
+                root = tempfile.mkdtemp(prefix="ocitransport-archive-")
         super().__init__(root, name)
         self._opened = False
         # A working directory a killed run left is packed at the end even when this run adds nothing.
@@ -154,7 +155,14 @@ class ArchiveLayout(Layout):
         it; left as it is when packing fails (the next run goes on from it)."""
         await super().close(commit=commit)
         if self._dirty and commit:
-            await asyncio.to_thread(self._pack)
+            try:
+                await asyncio.to_thread(self._pack)
+            except OSError as exc:
+                if self.root == self.file + PARTIAL_SUFFIX:  # kept for the next run to go on from
+                    raise LayoutError(f"{self.name}: cannot write the archive ({exc.strerror or exc}); what "
+                                      f"was copied is kept in {self.root}") from None
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise LayoutError(f"{self.name}: cannot write the archive ({exc.strerror or exc})") from None
             shutil.rmtree(self.root, ignore_errors=True)
         elif self._finalizer is not None:
             self._finalizer()
@@ -162,6 +170,7 @@ class ArchiveLayout(Layout):
     def _pack(self) -> None:
         self._ensure()
         directory = os.path.dirname(self.file) or "."
+        os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.file)}.", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:

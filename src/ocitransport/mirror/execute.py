@@ -470,7 +470,9 @@ async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_ru
     try:
         await executor.run(plan.units, report)
     finally:
-        await session.close_targets()  # an oci-archive destination is packed here
+        closed = await session.close_targets()  # an oci-archive destination is packed here
+    for target, message in closed:
+        report.fail(target, message)
     report.duration = time.monotonic() - started
     return report
 

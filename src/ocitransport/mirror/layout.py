@@ -195,8 +195,7 @@ class Layout:
         except FileNotFoundError:
             if not create:
                 return False
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o755)
+            os.makedirs(path, 0o755, exist_ok=True)
             st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode) and path != self.root:
             raise LayoutError(f"{self.name}: {os.path.relpath(path, self.root)} is a symbolic link; refused")

@@ -248,12 +248,19 @@ class Session:
         layout is read from disk in one stream)."""
         return not isinstance(repo, LocalRepository)
 
-    async def close_targets(self, *, commit: bool = True) -> None:
+    async def close_targets(self, *, commit: bool = True) -> list[tuple[str, str]]:
         """End the session's local targets: temporary files of unfinished uploads go, and an archive
-        written to is packed (``commit``) into its file."""
+        written to is packed (``commit``) into its file. Answers ``(target, message)`` for each that
+        could not be (for the report)."""
         targets, self._local = list(self._local.values()), {}
+        failed: list[tuple[str, str]] = []
         for target in targets:
-            await target.close(commit=commit)
+            try:
+                await target.close(commit=commit)
+            except (OCITransportError, OSError) as exc:
+                failed.append((target.name, str(exc) if isinstance(exc, OCITransportError) else
+                               f"{target.name}: {exc.strerror or exc}"))
+        return failed
 
     # -- transports -------------------------------------------------------------------------------
 
