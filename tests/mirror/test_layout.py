@@ -202,6 +202,20 @@ def test_sync_into_one_layout_and_out_again(registry, dst_registry, make_repo_na
     for repo, image, tag in ((one, a, "v1"), (two, b, "v1"), (two, c, "v2")):
         assert raw.get_manifest(dst_registry, f"gap/{repo.rsplit('/', 1)[-1]}", tag).body == image.manifest
 
+    # The same through an archive: one tar on the way over, and a second sync adds nothing to it.
+    archive = tmp_path / "mirror.tar"
+    status, report, err = _cli("sync", "--json", str(config), "--dest", f"oci-archive:{archive}", capsys=capsys)
+    assert status == 0 and report["images_copied"] == 3, err
+    packed = archive.stat().st_mtime_ns
+    status, report, err = _cli("sync", "--json", str(config), "--dest", f"oci-archive:{archive}", capsys=capsys)
+    assert status == 0 and report["images_skipped"] == 3, err
+    assert archive.stat().st_mtime_ns == packed  # not packed again
+    status, report, err = _cli("sync", "--json", str(config), "--source", f"oci-archive:{archive}", "--dest",
+                               f"{dst_registry.host}/tar", capsys=capsys)
+    assert status == 0 and report["images_copied"] == 3, err
+    assert raw.get_manifest(dst_registry, f"tar/{two.rsplit('/', 1)[-1]}", "v2").body == c.manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.yaml", "layout", "mirror.tar"]
+
     # mirror takes a layout repository's tags from index.json.
     dst_repo = make_repo_name()
     report = mirror.mirror_repository(f"oci:{layout}:{registry.host}/{two}", f"{dst_registry.host}/{dst_repo}")
