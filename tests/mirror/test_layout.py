@@ -20,8 +20,9 @@ import pytest
 from ocitransport import mirror
 from ocitransport.cli.main import main
 from ocitransport.mirror.referrers import fallback_tag
-from tests.mirror.test_referrers import SIG_TYPE, _push_fallback, _push_referrer, signed  # noqa: F401
-from tests.servers import process, raw
+from tests.mirror import test_referrers
+from tests.mirror.test_referrers import SIG_TYPE
+from tests.servers import raw
 from tests.servers.raw import OCI_INDEX
 
 AMD64 = {"os": "linux", "architecture": "amd64"}
@@ -31,6 +32,7 @@ IMAGE_NAME = "io.containerd.image.name"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 pytestmark = pytest.mark.registry
+signed = test_referrers.signed  # the fixture: an image with signatures and an SBOM
 
 
 def _index(layout: Path) -> list[dict]:
@@ -227,7 +229,7 @@ def test_dask_refuses_a_layout_at_once(tmp_path, capsys):
     config = tmp_path / "images.yaml"
     config.write_text("127.0.0.1:1:\n  images:\n    a/b: []\n")
     status = main(["sync", str(config), "--dest", f"oci:{tmp_path / 'l'}", "--dask", "local:1"])
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "local OCI layout" in lines[0] and "--dask" in lines[0], err

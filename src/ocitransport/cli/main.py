@@ -200,7 +200,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         formatter_class=raw,
                         epilog=_epilog("sync images.yaml --dest registry.local:5000/mirror",
                                        "sync images.yaml --dest oci:/media/usb/mirror",
-                                       "sync images.yaml --source oci:/media/usb/mirror --dest registry.internal/mirror",
+                                       "sync images.yaml --source oci:/media/usb/mirror "
+                                       "--dest registry.internal/mirror",
                                        "sync images.yaml --keep-going --retry-unreachable --json > report.json"),
                         description="Mirror the images FILE lists (skopeo sync's YAML, plus 'destination:' "
                                     "and options) into one destination registry.")
@@ -283,7 +284,7 @@ def _check_common(args: argparse.Namespace) -> str | None:
 
 def _check_args(args: argparse.Namespace) -> str | None:
     from ..mirror.targets import parse_reference
-    from ..mirror.targets import parse_repository as Repository  # noqa: N813 - registry or local repository
+    from ..mirror.targets import parse_repository as Repository
 
     problem = _check_common(args)
     if problem:
@@ -491,10 +492,9 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
                 executor = _dask_executor(stack, args.dask, config.keychain(), args.allow_private_storage)
                 if executor is None:
                     return 2
+            from ..mirror.targets import is_local
             from ..name import Registry
             from . import options as cliopts
-
-            from ..mirror.targets import is_local
 
             client = stack.enter_context(_client(args))
             dest_registry = None if is_local(config.destination) else Registry(config.destination.split("/", 1)[0]).name

@@ -69,7 +69,7 @@ class ArchiveLayout(Layout):
             else:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(self.root, 0o755)
-            with open(os.path.join(self.root, UNPACKED_MARK), "wb"):  # noqa: PTH123
+            with open(os.path.join(self.root, UNPACKED_MARK), "wb"):
                 pass
         self._opened = True
 
@@ -204,7 +204,7 @@ def _add(tar: tarfile.TarFile, path: str, name: str) -> None:
     info.uname = info.gname = ""
     info.mtime = 0
     info.mode = 0o644
-    with open(path, "rb") as file:  # noqa: PTH123
+    with open(path, "rb") as file:
         tar.addfile(info, file)
 
 

@@ -200,7 +200,8 @@ class Layout:
         if stat.S_ISLNK(st.st_mode) and path != self.root:
             raise LayoutError(f"{self.name}: {os.path.relpath(path, self.root)} is a symbolic link; refused")
         if not os.path.isdir(path):
-            raise LayoutError(f"{self.name}: {os.path.relpath(path, self.root)} is not a directory")
+            what = "the layout" if path == self.root else os.path.relpath(path, self.root)
+            raise LayoutError(f"{self.name}: {what} is not a directory")
         self._checked.add(path)
         return True
 
@@ -588,7 +589,7 @@ class Layout:
             writer.file.close()
             if digest.startswith("sha256:"):
                 return "sha256:" + writer.hasher.hexdigest()
-            with open(writer.path, "rb") as file:  # noqa: PTH123 - the temp file we wrote
+            with open(writer.path, "rb") as file:
                 return _digest_of(digest, file)
 
         try:

@@ -27,7 +27,6 @@ from .options import RegistryRouter, RunOptions, cert_dir_files, tls_transport
 from .plan import Plan, describe, plan_reference, plan_repository
 from .report import Report
 from .session import PullQuota, Session
-from .targets import is_local, local_refused, local_repository
 from .syncfile import (
     ImageSelection,
     SourceRegistry,
@@ -37,6 +36,7 @@ from .syncfile import (
     load_config,
     tls_of,
 )
+from .targets import is_local, local_refused, local_repository
 
 if TYPE_CHECKING:
     from ..client import Client

@@ -61,7 +61,7 @@ class LocalRegistry(Registry):
     _kind: str
     _location: str
 
-    def __init__(self, kind: str, location: str) -> None:  # noqa: D107 - no Registry validation here
+    def __init__(self, kind: str, location: str) -> None:
         if kind not in TRANSPORTS:
             raise BadName(f"invalid transport {shown(kind)}: expected one of {', '.join(TRANSPORTS)}")
         if not location or ":" in location or "@" in location or "\x00" in location:
@@ -117,7 +117,7 @@ class LocalRepository(Repository):
 
     __slots__ = ()
 
-    def __init__(self, registry: LocalRegistry, path: str = "") -> None:  # noqa: D107
+    def __init__(self, registry: LocalRegistry, path: str = "") -> None:
         if path:
             path = Repository(path).name  # validated and normalised (docker.io/x -> index.docker.io/library/x)
         object.__setattr__(self, "_registry", registry)
