@@ -269,6 +269,11 @@ def test_killed_copy_resumes(registry, make_repo_name, shaper_factory, tmp_path)
         child.wait(timeout=10)
     assert not (layout / big_file).exists()  # a half-written blob never has its final name
     assert not (layout / "index.json").exists()  # the manifest is named last
+    left = list(layout.glob(".ocitransport-*.tmp"))
+    assert len(left) == 1  # the big blob's, as the kill left it
+    old = layout / ".ocitransport-0123456789abcdef.tmp"  # an older run's, two days ago
+    old.write_bytes(big[:1000])
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
 
     report = mirror.copy(image.reference, f"oci:{layout}:v1", referrers=False)
     assert report.ok, report.errors
@@ -276,6 +281,7 @@ def test_killed_copy_resumes(registry, make_repo_name, shaper_factory, tmp_path)
     assert report.bytes_transferred == len(big)
     _assert_layout_holds(layout, image)
     assert [e["digest"] for e in _index(layout)] == [image.digest]
+    assert list(layout.glob(".ocitransport-*.tmp")) == left  # a day-old one goes, a fresh one may be in use
 
 
 # ----------------------------------------------------------------------------- hostile input

@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,8 +56,10 @@ READ_SIZE = 1 << 20
 ALGORITHMS = ("sha256", "sha512")
 LAYOUT_VERSION = "1.0.0"
 TEMP_PREFIX = ".ocitransport-"
+#: Temporary files of a layout older than this (a killed run's) are removed by the next run that writes.
+STALE_TEMP_SECONDS = 24 * 3600
 
-__all__ = ["IMAGE_NAME", "MAX_INDEX_BYTES", "REF_NAME", "Layout", "LayoutError"]
+__all__ = ["IMAGE_NAME", "MAX_INDEX_BYTES", "REF_NAME", "STALE_TEMP_SECONDS", "Layout", "LayoutError"]
 
 
 class LayoutError(MirrorError):
@@ -289,6 +292,20 @@ class Layout:
         else:
             self._check_marker(raw)
         self._blob_path("sha256:" + "0" * 64, create=True)
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self) -> None:
+        """Remove the temporary files killed runs left (not written to for :data:`STALE_TEMP_SECONDS`: a
+        run in progress keeps writing to its own)."""
+        now = time.time()
+        for name in os.listdir(self.root):
+            if not (name.startswith(TEMP_PREFIX) and name.endswith(".tmp")):
+                continue
+            path = os.path.join(self.root, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(path)
 
     def _check_marker(self, raw: bytes) -> None:
         try:
