@@ -439,3 +439,50 @@ def test_skopeo_reads_what_we_write_and_we_read_what_it_writes(registry, dst_reg
     assert report.ok, report.errors
     assert report.images[0].digest == image.digest
     assert raw.get_manifest(dst_registry, dst_repo, "from-theirs").body == image.manifest
+
+
+# ----------------------------------------------------------------------------- layout to layout
+
+
+def _put_blob(layout: Path, data: bytes) -> dict:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(data)
+    return {"digest": digest, "size": len(data)}
+
+
+def test_layout_to_layout_and_non_distributable_layers(tmp_path):
+    src = tmp_path / "src"
+    (src / "blobs" / "sha256").mkdir(parents=True)
+    (src / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    config = _put_blob(src, b'{"architecture": "amd64", "os": "linux"}')
+    layer = _put_blob(src, os.urandom(4000))
+    foreign = _put_blob(src, os.urandom(3000))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer},
+                   {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", **foreign}],
+    }).encode()
+    top = _put_blob(src, manifest)
+    (src / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **top, "annotations": {REF_NAME: "v1"}}]}))
+
+    plain = tmp_path / "plain"
+    report = mirror.copy(f"oci:{src}:v1", f"oci:{plain}:v1")
+    assert report.ok, report.errors
+    assert (report.blobs_transferred, report.bytes_transferred) == (2, config["size"] + layer["size"])
+    assert _blob(plain, top["digest"]) == manifest
+    assert not (plain / "blobs" / "sha256" / foreign["digest"].split(":")[1]).exists()  # as for registries
+
+    everything = tmp_path / "everything"
+    report = mirror.copy(f"oci:{src}:v1", f"oci:{everything}:v1", include_nondistributable=True)
+    assert report.ok, report.errors
+    assert _blob(everything, foreign["digest"]) == (src / "blobs" / "sha256" / foreign["digest"][7:]).read_bytes()
+
+    # A source blob that does not hash to its name is not stored under it.
+    (src / "blobs" / "sha256" / layer["digest"][7:]).write_bytes(os.urandom(4000))
+    broken = tmp_path / "broken"
+    report = mirror.copy(f"oci:{src}:v1", f"oci:{broken}:v1", retries=0)
+    assert not report.ok and layer["digest"] in report.errors[0][1], report.errors
+    assert not (broken / "blobs" / "sha256" / layer["digest"][7:]).exists()
+    assert not (broken / "index.json").exists()
