@@ -467,7 +467,12 @@ async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_ru
     if plan.errors and not keep_going:
         return report.not_started(len(plan.units), started)
     executor = Executor.of(session, plan.options, keep_going=keep_going, progress=progress)
-    await executor.run(plan.units, report)
+    try:
+        await executor.run(plan.units, report)
+    finally:
+        closed = await session.close_targets()  # an oci-archive destination is packed here
+    for target, message in closed:
+        report.fail(target, message)
     report.duration = time.monotonic() - started
     return report
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from .. import transport
 from ..exceptions import OCITransportError
-from ..name import Digest, Repository, Tag, parse_reference
+from ..name import Digest, Repository, Tag
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .limits import LimitExceeded, children_of
@@ -32,6 +32,8 @@ from .manifests import (
 from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session, SizeMismatch, run_backoff
+from .targets import has_identifier as _has_identifier
+from .targets import parse_reference, parse_repository
 
 log = logging.getLogger("ocitransport.mirror")
 #: Retries, one INFO record each as it happens (the command line shows them without -v).
@@ -154,8 +156,9 @@ class Plan:
 
 
 def has_identifier(reference: str) -> bool:
-    """Whether ``reference`` names a tag or digest (``repo:tag``, ``repo@digest``), not just a repository."""
-    return "@" in reference or ":" in reference.rsplit("/", 1)[-1]
+    """Whether ``reference`` names a tag or digest (``repo:tag``, ``repo@digest``, ``oci:DIR:TAG``), not just a
+    repository."""
+    return _has_identifier(reference)
 
 
 def identifier_of(ref: object) -> str:
@@ -188,7 +191,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     destination. Raises ``MirrorError`` for a source that does not exist."""
     src = parse_reference(source, insecure=insecure)
     if not has_identifier(destination):
-        destination = f"{Repository(destination, insecure=insecure).name}" + (
+        destination = f"{parse_repository(destination, insecure=insecure).name}" + (
             f"@{identifier_of(src)}" if "@" in source else f":{identifier_of(src)}")
     dst = parse_reference(destination, insecure=insecure)
 
@@ -371,8 +374,8 @@ async def plan_repository(session: Session, source: str, destination: str, *,
 
     With ``referrers`` (the default), each image's referrers follow it (:func:`plan_referrers`); the
     fallback and cosign tags of an image that is planned are then not planned again as plain tags."""
-    src_repo = Repository(source, insecure=insecure)
-    dst_repo = Repository(destination, insecure=insecure)
+    src_repo = parse_repository(source, insecure=insecure)
+    dst_repo = parse_repository(destination, insecure=insecure)
     plan = Plan()
     known: set[str] | None = None
     if tags is None:
