@@ -79,10 +79,6 @@ STALL_CHECK = 0.25
 #: A thread blocked behind another driver re-checks after this long (a safety net, not a poll).
 BLOCK_RECHECK = 1.0
 
-#: How long chained sync waiters (``Engine._hand_wakes``) may wait for the waiter before them to pass
-#: the wake on, before the driver releases them all.
-CHAIN_WAIT = 0.001
-
 # Loop thread states.
 _IDLE, _GRACE, _AWAKE, _DRIVING = 0, 1, 2, 3
 #: How long the loop thread leaves futures to their owners' result() before driving them itself.
@@ -133,12 +129,6 @@ class Engine(HandleOptions, RoundTripper):
         self._heading: dict[_Transfer, None] = {}
         self._touched: list[BodyStream] = []
         self._wakes: list[Any] = []  # blockers of sync waiters to release at the end of the turn
-        # Blockers of the turn's other completed waiters, released one by one by waiters about to
-        # block (_pass_on); the driver releases what is left before it sleeps or lets go (_release_chain).
-        self._chain: collections.deque[Any] = collections.deque()
-        self._chain_pops = 0  # waiters released by _pass_on (a count; races only blur it)
-        self._chain_seen = 0  # ... as of the last _hand_wakes
-        self._chain_at = 0.0  # when the chain last moved
         self._abatch: list[_Transfer] = []
         self._blocked: set[Any] = set()  # sync waiters blocked behind another driver
         self._blocked_async: set[Any] = set()  # async stream readers waiting for data
@@ -298,8 +288,6 @@ class Engine(HandleOptions, RoundTripper):
             finally:
                 self._driver = None
                 lock.release()
-            if self._chain:
-                self._leave_chain()
             self._after_release()
         else:
             if self._in_select:
@@ -409,8 +397,6 @@ class Engine(HandleOptions, RoundTripper):
                 finally:
                     self._driver = None
                     lock.release()
-                    if self._chain:
-                        self._leave_chain()
                     self._after_release()
             elif self._driver == me:
                 # Re-entered from a callback of ours on the driving thread (a done-callback that
@@ -430,13 +416,9 @@ class Engine(HandleOptions, RoundTripper):
                     wait = BLOCK_RECHECK
                     if deadline is not None:
                         wait = min(wait, max(0.0, deadline - time.monotonic()))
-                    if self._chain:
-                        self._pass_on()
                     blocker.acquire(timeout=wait)
                 w.blocker = None
                 blocked.discard(w)
-                if self._chain and not lock.locked():  # no driver to see to the chain: pass it on
-                    self._pass_on()
             if deadline is not None and not w.ready and time.monotonic() >= deadline:
                 return False
         return True
@@ -516,8 +498,6 @@ class Engine(HandleOptions, RoundTripper):
                 self._driver = None
                 self._loop_state = _AWAKE
                 lock.release()
-                if self._chain:
-                    self._leave_chain()
             if self._blocked:
                 _nudge_one(self._blocked)
 
@@ -552,8 +532,8 @@ class Engine(HandleOptions, RoundTripper):
                 self._check_stalls(now)
         if self._abatch:
             self._flush_async()
-        if self._wakes or self._chain:
-            self._hand_wakes()
+        if self._wakes:
+            self._flush_wakes()
         if (inbox and len(active) < self._cap) or self._control:
             return
         if w is None:
@@ -565,8 +545,6 @@ class Engine(HandleOptions, RoundTripper):
         if wait == 0:
             return
         wait = MAX_WAIT if wait < 0 or wait > MAX_WAIT * 1000 else wait / 1000.0
-        if self._chain:  # come back soon enough to release a chain that stopped (_hand_wakes)
-            wait = min(wait, CHAIN_WAIT)
         if self._pool_check != _INF or deadline is not None:
             now = time.monotonic()
             wait = min(wait, max(0.0, self._pool_check - now))
@@ -939,67 +917,6 @@ class Engine(HandleOptions, RoundTripper):
             except RuntimeError:
                 pass
 
-    def _hand_wakes(self) -> None:
-        """End of a drive turn: hand the sync waiters whose results came in to the chain.
-
-        Released all at once, the waiters would wake together and queue for the GIL (a second sleep
-        and wake each). Chained, each waiter about to block again releases the next one (``_pass_on``)
-        just before it lets go of the GIL, so the next one usually finds the GIL free. A chain that
-        has not moved for ``CHAIN_WAIT`` (its waiters went on without blocking again) is released
-        whole, and so is the chain of a driver that lets go of the lock (``_release_chain``).
-        """
-        chain = self._chain
-        now = time.monotonic()
-        if chain:
-            if self._chain_pops != self._chain_seen:
-                self._chain_seen = self._chain_pops
-                self._chain_at = now
-            elif now - self._chain_at >= CHAIN_WAIT:
-                self._release_chain()
-        wakes = self._wakes
-        if wakes:
-            self._wakes = []
-            fresh = not chain
-            chain.extend(wakes)
-            if fresh:
-                self._chain_seen = self._chain_pops
-                self._chain_at = now
-                b = chain.popleft()
-                try:
-                    b.release()
-                except RuntimeError:
-                    pass
-
-    def _pass_on(self) -> None:
-        """A sync waiter is about to block: release the next chained waiter (see ``_hand_wakes``)."""
-        try:
-            b = self._chain.popleft()
-        except IndexError:
-            return
-        self._chain_pops += 1
-        try:
-            b.release()
-        except RuntimeError:
-            pass
-
-    def _leave_chain(self) -> None:
-        """A driver let go of the lock. With sync waiters blocked, one of them drives next (or, ready
-        already, passes the chain on as it leaves ``wait``); with none, nobody would: release it all."""
-        if not self._blocked:
-            self._release_chain()
-
-    def _release_chain(self) -> None:
-        chain = self._chain
-        while chain:
-            try:
-                b = chain.popleft()
-            except IndexError:
-                return
-            try:
-                b.release()
-            except RuntimeError:
-                pass
-
     def _notify_streams(self) -> None:
         touched = self._touched
         self._touched = []
@@ -1087,7 +1004,6 @@ class Engine(HandleOptions, RoundTripper):
                 f"{t.request.method} {redact_url(t.request.url)}: the client was closed"))
         self._control.clear()
         self._flush_wakes()
-        self._release_chain()
         if self._touched:
             self._notify_streams()
         if self._abatch:
