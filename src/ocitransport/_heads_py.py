@@ -61,11 +61,11 @@ def is_interim(line: bytes) -> bool:
         raise TypeError(f"is_interim() expects bytes, got {type(line).__name__}")
     if line[:5] != b"HTTP/":
         return False
-    try:
-        code = _status_line(line)[1]
-    except _ProtocolError:
+    parts = line.split(None, 2)  # _status_line's split, without building the strings
+    if len(parts) < 2:
         return False
-    return 100 <= code < 200 and code != 101
+    code = parts[1]
+    return len(code) == 3 and code.isdigit() and code[0] == 0x31 and code != b"101"  # 1xx, not 101
 
 
 def parse_head(lines: list[bytes] | tuple[bytes, ...]) -> tuple[str, int, str, list[tuple[str, str]]]:
