@@ -603,7 +603,7 @@ def test_64_threads_each_get_their_own_result_among_stalls_and_errors(fault_serv
         with concurrent.futures.ThreadPoolExecutor(64) as pool:
             reader = pool.submit(read_slowly)
             futures = [pool.submit(one, i) for i in range(n)]
-            done, pending = concurrent.futures.wait([reader, *futures], timeout=60)
+            _done, pending = concurrent.futures.wait([reader, *futures], timeout=60)
             assert not pending, f"{len(pending)} threads still waiting after 60 s"
         reader.result()
         assert bytes(got) == pattern(4 * MiB)
