@@ -16,7 +16,7 @@ from ocitransport.exceptions import ProtocolError as _ProtocolError
 
 cdef object ProtocolError = _ProtocolError
 
-__all__ = ["parse_head"]
+__all__ = ["is_interim", "parse_head"]
 
 cdef str NO_STATUS_LINE = "no HTTP status line in the response head"
 
@@ -141,6 +141,35 @@ cdef inline str stripped(const unsigned char* start, const unsigned char* end):
     while end > start and is_space((end - 1)[0]):
         end -= 1
     return latin1(start, end - start)
+
+
+def is_interim(line):
+    """Whether ``line`` is a status line of an interim head (1xx other than ``101 Switching
+    Protocols``, which is final), by ``parse_head``'s rules. A malformed status line or any other
+    line is not: the head it starts is final, and ``parse_head`` raises for it."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t size, pos = 0, start
+    cdef int code = 0
+    if not PyBytes_Check(line):
+        raise TypeError(f"is_interim() expects bytes, got {type(line).__name__}")
+    p = <const unsigned char*>PyBytes_AS_STRING(line)
+    size = PyBytes_GET_SIZE(line)
+    if size < 5 or memcmp(p, b"HTTP/", 5) != 0:
+        return False
+    # status_line()'s scan without building strings: VERSION WS three digits (WS | end).
+    while pos < size and not is_space(p[pos]):
+        pos += 1
+    while pos < size and is_space(p[pos]):
+        pos += 1
+    start = pos
+    while pos < size and not is_space(p[pos]):
+        if not (0x30 <= p[pos] <= 0x39):  # '0'..'9'
+            return False
+        code = code * 10 + (p[pos] - 0x30)
+        pos += 1
+    if pos - start != 3:
+        return False
+    return 100 <= code < 200 and code != 101
 
 
 def parse_head(lines):

@@ -561,3 +561,63 @@ def test_a_streamed_head_comes_before_its_body(fault_server, client: Client) -> 
     with client.stream("GET", fault_server.url_for("/stall?after=0&seconds=3&length=5&finish=1")) as r:
         assert r.status == 200 and time.monotonic() - t0 < 2
         assert len(r.read()) == 5
+
+
+# ------------------------------------------------------------------------------------------------ threads
+
+def test_64_threads_each_get_their_own_result_among_stalls_and_errors(fault_server) -> None:
+    """Client.request from a ThreadPoolExecutor(64) as sync tools use it, with stalls, timeouts, resets and
+    error statuses mixed in and a streaming body read slowly alongside: every result is its own request's,
+    no thread is left waiting, and the engine ends with nothing blocked or in flight."""
+    n = 512
+    for i in range(n):  # errors name their own request's path
+        if i % 16 == 2:
+            fault_server.alias(f"/reset-{i}", "/reset?when=before")
+        elif i % 64 == 3:
+            fault_server.alias(f"/stall-{i}", "/delay?seconds=20")
+    with Client(max_connections=64, max_connections_per_host=64, follow_redirects=False) as c:
+        def one(i: int) -> tuple[int, object]:
+            kind = i % 16
+            try:
+                if kind == 1:
+                    return i, c.get(fault_server.url_for(f"/status/503?body=x{i}")).content
+                if kind == 2:
+                    return i, c.get(fault_server.url_for(f"/reset-{i}"))
+                if kind == 3 and i % 64 == 3:  # a stall the total timeout ends
+                    return i, c.get(fault_server.url_for(f"/stall-{i}"), timeout=Timeout(total=0.5))
+                if kind == 4:  # a stall that answers
+                    return i, c.get(fault_server.url_for(f"/delay?seconds=0.2&n={i}")).content
+                return i, c.get(fault_server.url_for(f"/bytes?n={i}")).content
+            except TransportError as exc:
+                return i, exc
+
+        got = bytearray()
+
+        def read_slowly() -> None:
+            with c.stream("GET", fault_server.url_for(f"/bytes?n={4 * MiB}")) as s:
+                for chunk in s.iter_bytes():
+                    got.extend(chunk)
+                    time.sleep(0.002)
+
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            reader = pool.submit(read_slowly)
+            futures = [pool.submit(one, i) for i in range(n)]
+            _done, pending = concurrent.futures.wait([reader, *futures], timeout=60)
+            assert not pending, f"{len(pending)} threads still waiting after 60 s"
+        reader.result()
+        assert bytes(got) == pattern(4 * MiB)
+        for f in futures:
+            i, result = f.result()
+            kind = i % 16
+            if kind == 1:
+                assert result == f"x{i}".encode(), i
+            elif kind == 2:
+                assert isinstance(result, (ReadError, ConnectError)) and f"/reset-{i}:" in str(result), (i, result)
+            elif kind == 3 and i % 64 == 3:
+                assert isinstance(result, TimeoutError) and f"/stall-{i}:" in str(result), (i, result)
+            else:
+                assert result == pattern(i), i
+        assert time.monotonic() - t0 < 60
+        stats = c.engine.stats()
+        assert stats["blocked"] == 0 and stats["active"] == 0 and stats["queued"] == 0, stats

@@ -174,3 +174,29 @@ def test_non_bytes_line_raises_type_error(impl, item):
 def test_compiled_twin_module_name():
     heads_c = pytest.importorskip("ocitransport._heads_c")
     assert heads_c.__name__ == "ocitransport._heads_c"
+
+
+@pytest.mark.parametrize(("line", "interim"), [
+    (b"HTTP/1.1 100 Continue\r\n", True),
+    (b"HTTP/1.1 103 Early Hints\r\n", True),
+    (b"HTTP/2 100\r\n", True),
+    (b"HTTP/1.1\t199\t\r\n", True),
+    (b"HTTP/1.1 101 Switching Protocols\r\n", False),  # final: the connection changes protocol
+    (b"HTTP/1.1 200 OK\r\n", False),
+    (b"HTTP/1.0 200 Connection established\r\n", False),
+    (b"HTTP/1.1 1xx Continue\r\n", False),  # malformed: final, and parse_head raises for it
+    (b"HTTP/1.1 1000 Continue\r\n", False),
+    (b"HTTP/1.1 10 Continue\r\n", False),
+    (b"HTTP/1.1\r\n", False),
+    (b"Content-Type: text/plain\r\n", False),
+    (b"\r\n", False),
+    (b"", False),
+])
+def test_is_interim_follows_the_status_line_rules(impl, line, interim):
+    assert impl.module.is_interim(line) is interim
+
+
+@pytest.mark.parametrize("item", ["HTTP/1.1 100 Continue", bytearray(b"HTTP/1.1 100 Continue\r\n"), None, 1])
+def test_is_interim_non_bytes_raises_type_error(impl, item):
+    with pytest.raises(TypeError, match=f"is_interim\\(\\) expects bytes, got {type(item).__name__}$"):
+        impl.module.is_interim(item)

@@ -52,3 +52,10 @@ def test_parse_head_arbitrary_items(py_impl, c_impl, lines):
                  st.dictionaries(st.binary(max_size=3), st.binary(max_size=3), max_size=2)))
 def test_parse_head_non_sequences(py_impl, c_impl, value):
     assert outcome(py_impl.parse_head, value) == outcome(c_impl.parse_head, value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(STATUS_LINES, HEADER_LINES, TERMINATORS, st.binary(max_size=20), st.text(max_size=3),
+                 st.none(), st.integers()))
+def test_is_interim_agrees(py_impl, c_impl, line):
+    assert outcome(py_impl.is_interim, line) == outcome(c_impl.is_interim, line)

@@ -13,11 +13,13 @@ from ._compat import NO_EXTENSIONS, REQUIRE_EXTENSIONS
 COMPILED = False
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._heads_py import (
+        is_interim,
         parse_head,
     )
 else:
     try:
         from ._heads_c import (  # type: ignore[import-not-found]
+            is_interim,
             parse_head,
         )
 
@@ -26,7 +28,8 @@ else:
         if REQUIRE_EXTENSIONS:
             raise
         from ._heads_py import (
+            is_interim,
             parse_head,
         )
 
-__all__ = ["parse_head"]
+__all__ = ["is_interim", "parse_head"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from .exceptions import ProtocolError as _ProtocolError
 
-__all__ = ["parse_head"]
+__all__ = ["is_interim", "parse_head"]
 
 _NO_STATUS_LINE = "no HTTP status line in the response head"
 # What bytes.strip() and bytes.split() treat as whitespace: SP, HT, LF, VT, FF, CR.
@@ -51,6 +51,21 @@ def _status_line(line: bytes) -> tuple[str, int, str]:
         raise _malformed(line)
     reason = parts[2].strip().decode("latin-1") if len(parts) == 3 else ""
     return parts[0].decode("latin-1"), int(code), reason
+
+
+def is_interim(line: bytes) -> bool:
+    """Whether ``line`` is a status line of an interim head (1xx other than ``101 Switching
+    Protocols``, which is final), by ``parse_head``'s rules. A malformed status line or any other
+    line is not: the head it starts is final, and ``parse_head`` raises for it."""
+    if line.__class__ is not bytes and not isinstance(line, bytes):
+        raise TypeError(f"is_interim() expects bytes, got {type(line).__name__}")
+    if line[:5] != b"HTTP/":
+        return False
+    parts = line.split(None, 2)  # _status_line's split, without building the strings
+    if len(parts) < 2:
+        return False
+    code = parts[1]
+    return len(code) == 3 and code.isdigit() and code[0] == 0x31 and code != b"101"  # 1xx, not 101
 
 
 def parse_head(lines: list[bytes] | tuple[bytes, ...]) -> tuple[str, int, str, list[tuple[str, str]]]:

@@ -1,5 +1,5 @@
 """Peer tests excused from the "passes stock, fails ours" rule, each with its reason (docs/deviations.md,
-adapters section). Keys: the suite (``oras`` covers ``oras-open`` and ``oras-basic-tls``), then an
+adapters section). Keys: the suite (``oras`` covers ``oras-open``, ``oras-basic-tls`` and ``oras-bearer-tls``), then an
 ``fnmatch`` pattern over ``classname::name`` as pytest's junit XML writes it. Tests that read stock
 internals; and the two documented deviations whose tests depend on them."""
 

@@ -10,7 +10,7 @@ Loaded with ``-p ocitransport_peers`` (``tests/peers`` on ``PYTHONPATH``). Envir
   Python sockets) refuse any host that is not loopback before resolving or dialling it, and the test is
   written to ``OCITRANSPORT_PEERS_BLOCKED`` (one node id a line). The script deselects the known ones
   before the first run; the guard makes a missed one fail on both sides instead of leaving the machine.
-* ``OCITRANSPORT_PEERS_REGISTRY=open|basic-tls``: start one of our docker-registry fixtures
+* ``OCITRANSPORT_PEERS_REGISTRY=open|basic-tls|bearer-tls``: start one of our docker-registry fixtures
   (``tests/servers/registry.py``, imported from ``OCITRANSPORT_PEERS_REPO``) for oras-py's tests and
   export ``ORAS_HOST`` / ``ORAS_PORT`` (and ``ORAS_AUTH`` / ``ORAS_USER`` / ``ORAS_PASS``) for them.
 """
@@ -215,8 +215,10 @@ def _start_registry(kind: str) -> None:
         server = RegistryServer()
     elif kind == "basic-tls":
         server = RegistryServer(auth="basic", tls_enabled=True)
+    elif kind == "bearer-tls":
+        server = RegistryServer(auth="bearer", tls_enabled=True)
     else:
-        raise pytest.UsageError(f"OCITRANSPORT_PEERS_REGISTRY={kind!r}: expected open or basic-tls")
+        raise pytest.UsageError(f"OCITRANSPORT_PEERS_REGISTRY={kind!r}: expected open, basic-tls or bearer-tls")
     server.start()
     _registry.append(server)
     host, _, port = server.host.rpartition(":")

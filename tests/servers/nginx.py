@@ -11,15 +11,12 @@ Standalone: ``python -m tests.servers.nginx [--big-mib 256] [--tls] [--http2] [-
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import pwd
 import shutil
 import ssl
-import tempfile
-import time
+import subprocess
 from pathlib import Path
-from typing import Any
 
 from tests.servers import process, tls
 
@@ -46,41 +43,34 @@ def write_big_file(path: Path, mib: int) -> None:
             out.write(block)
 
 
-class NginxServer:
+class NginxServer(process.ServerProcess):
     """One nginx instance with its own prefix, config, document root and port.
 
     Attributes: ``url``, ``host``, ``port``, ``root`` (document root), ``small_url`` / ``big_url``,
     ``small_size``, ``big_size`` (bytes; 0 without ``/big``), ``ca_file`` (TLS only), ``http2``.
     """
 
+    NAME = "nginx"
+    PORT_TAKEN = "Address already in use"
+    ERROR = NginxError
+
     def __init__(self, *, big_mib: int = 0, tls_enabled: bool = False, http2: bool = False,
                  workers: int = 1, master_process: bool = True, start_timeout: float = 10.0) -> None:
         """Configure (not start); ``http2`` implies TLS (browsers and curl negotiate h2 by ALPN)."""
+        super().__init__(start_timeout)
         self.big_mib = big_mib
         self.tls = tls_enabled or http2
         self.http2 = http2
         self.workers = workers
         self.master_process = master_process
-        self.start_timeout = start_timeout
-        self.port = 0
         self.ca_file: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.prefix = Path()
         self.root = Path()
         self.error_log = Path()
-        self._process: Any = None
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls else "http"
-
-    @property
-    def host(self) -> str:
-        return f"{process.LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}"
 
     @property
     def small_url(self) -> str:
@@ -147,12 +137,11 @@ http {{
 }}
 """
 
-    def start(self) -> NginxServer:
-        binary = nginx_binary()
-        if binary is None:
+    def _prepare(self) -> None:
+        self.binary = nginx_binary() or ""
+        if not self.binary:
             raise NginxError("nginx is not installed (apt-get install nginx-light or nginx)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="nginx-")
-        self.prefix = Path(self._tmp.name)
+        self.prefix = self._make_directory("nginx-")
         self.root = self.prefix / "html"
         for sub in ("html", "logs", "tmp"):
             (self.prefix / sub).mkdir()
@@ -160,72 +149,18 @@ http {{
         (self.root / "small").write_bytes(os.urandom(SMALL_SIZE))
         if self.big_mib:
             write_big_file(self.root / "big", self.big_mib)
-        process.track(self)
-        try:
-            for _attempt in range(5):
-                self.port = process.free_port()
-                conf = self.prefix / "nginx.conf"
-                conf.write_text(self._config())
-                argv = [binary, "-p", f"{self.prefix}/", "-c", str(conf), "-e", str(self.error_log),
-                        "-g", "daemon off;"]
-                self._process = process.spawn(argv, self.prefix / "logs" / "stdout.log")
-                if self._wait_ready():
-                    return self
-                log = process.tail(self.error_log)
-                process.terminate(self._process)
-                if "Address already in use" not in log:
-                    break
-            raise NginxError(f"nginx did not become ready within {self.start_timeout}s; error log tail:\n"
-                             f"{process.tail(self.error_log)}{process.tail(self.prefix / 'logs' / 'stdout.log')}")
-        except BaseException:
-            self.stop()
-            raise
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(self._config())
+        argv = [self.binary, "-p", f"{self.prefix}/", "-c", str(conf), "-e", str(self.error_log), "-g", "daemon off;"]
+        return process.spawn(argv, self.prefix / "logs" / "stdout.log")
+
+    def _log_tail(self) -> str:
+        return process.tail(self.error_log) + process.tail(self.prefix / "logs" / "stdout.log")
 
     def _probe(self) -> bool:
-        connection: http.client.HTTPConnection
-        if self.tls:
-            connection = http.client.HTTPSConnection(process.LOOPBACK, self.port, timeout=1,
-                                                     context=self.ssl_context())
-        else:
-            connection = http.client.HTTPConnection(process.LOOPBACK, self.port, timeout=1)
-        try:
-            connection.request("GET", "/small")
-            response = connection.getresponse()
-            response.read()
-            return response.status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            if self._probe():
-                return True
-            time.sleep(process.POLL_INTERVAL)
-        return False
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGTERM, SIGKILL after 5 s), then remove the prefix."""
-        process.terminate(self._process)
-        self._process = None
-        process.untrack(self)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> NginxServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return process.probe(self.port, "/small", (200,), self.ssl_context())
 
 
 def main(argv: list[str] | None = None) -> int:

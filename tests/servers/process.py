@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL = 0.02
@@ -148,3 +154,125 @@ def terminate(process: subprocess.Popen[bytes] | None, timeout: float = 5.0,
         process.wait(timeout=timeout)
     except ProcessLookupError:
         process.wait()
+
+
+def probe(port: int, path: str, statuses: Sequence[int], context: ssl.SSLContext | None = None,
+          host_header: str | None = None) -> bool:
+    """Whether ``GET path`` on ``127.0.0.1:port`` answers one of ``statuses`` within a second."""
+    connection: http.client.HTTPConnection
+    if context is not None:
+        connection = http.client.HTTPSConnection(LOOPBACK, port, timeout=1, context=context)
+    else:
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=1)
+    try:
+        connection.request("GET", path, headers={"Host": host_header} if host_header else {})
+        response = connection.getresponse()
+        response.read()
+        return response.status in statuses
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+
+class ServerProcess:
+    """A server child process on a free port of 127.0.0.1, with its own temporary directory.
+
+    Subclasses say how to launch one attempt (:meth:`_launch`), when it serves (:meth:`_probe`), which
+    log line means the port was taken meanwhile (``PORT_TAKEN``) and which error to raise (``ERROR``);
+    this class picks the port, retries a taken one, waits boundedly, and stops everything on failure.
+    """
+
+    NAME = "server"
+    PORT_TAKEN = "address already in use"  # matched case-insensitively in the log tail
+    ERROR: type[Exception] = RuntimeError
+
+    def __init__(self, start_timeout: float) -> None:
+        self.start_timeout = start_timeout
+        self.port = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http"
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _make_directory(self, prefix: str) -> Path:
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        return Path(self._tmp.name)
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """Start one attempt on ``self.port`` (config files written for that port)."""
+        raise NotImplementedError
+
+    def _probe(self) -> bool:
+        """Whether the started process serves yet."""
+        raise NotImplementedError
+
+    def _log_tail(self) -> str:
+        """What the process logged, for the port check and for the start-up error."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Everything before the first attempt (directories, certificates, helper servers)."""
+
+    def start(self) -> Self:
+        """Prepare, start on a free port and wait until it serves; on any failure stop everything."""
+        track(self)
+        try:
+            self._prepare()
+            self._serve()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _serve(self) -> None:
+        # A port can be taken between choosing and binding it: 5 attempts when the log says so.
+        for _attempt in range(5):
+            self.port = free_port()
+            self._process = child = self._launch()
+
+            def settled(child: subprocess.Popen[bytes] = child) -> bool:  # serving, or dead
+                return child.poll() is not None or self._probe()
+
+            if wait_until(settled, self.start_timeout) and child.poll() is None:
+                return
+            log = self._log_tail()
+            terminate(child)
+            if self.PORT_TAKEN.lower() not in log.lower():
+                break
+        raise self.ERROR(f"{self.NAME} did not become ready within {self.start_timeout}s; log tail:\n"
+                         f"{self._log_tail()}")
+
+    def _stopped(self) -> None:
+        """Hook: stop what the server owns besides its process (called by :meth:`stop`)."""
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, SIGKILL after 5 s), what it owns, and remove its directory."""
+        terminate(self._process)
+        self._process = None
+        self._stopped()
+        untrack(self)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -17,13 +17,11 @@ and runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import secrets
 import shutil
 import ssl
-import tempfile
-import time
+import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +46,7 @@ class RegistryError(RuntimeError):
     """The registry did not start (the message carries the tail of its log)."""
 
 
-class RegistryServer:
+class RegistryServer(process.ServerProcess):
     """One ``docker-registry serve`` process with its own config, storage, port and credentials.
 
     Attributes: ``url`` (``http://127.0.0.1:PORT`` or ``https://...``), ``host`` (``127.0.0.1:PORT``),
@@ -59,6 +57,9 @@ class RegistryServer:
     TLS), ``root`` (storage directory), ``config_file``, ``log_file``,
     ``service`` and ``realm`` (bearer only), ``bucket`` (S3 storage only).
     """
+
+    NAME = "registry"
+    ERROR = RegistryError
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class RegistryServer:
         S3 server instead of a directory, reached at ``s3_endpoint`` (default ``s3.url``)."""
         if auth not in ("none", "basic", "bearer"):
             raise ValueError(f"unknown auth mode {auth!r}")
+        super().__init__(start_timeout)
         self.auth: Auth = auth
         self.tls = tls_enabled or mtls
         self.mtls = mtls
@@ -90,7 +92,6 @@ class RegistryServer:
         self.service = service
         self.issuer = issuer
         self.bcrypt_rounds = bcrypt_rounds
-        self.start_timeout = start_timeout
         self.extra_config = extra_config or {}
         self.s3 = s3
         self.s3_endpoint = s3_endpoint
@@ -98,7 +99,6 @@ class RegistryServer:
         self.token_server = token_server
         self._owns_token_server = token_server is None and auth == "bearer"
         self._token_server_options = token_server_options or {}
-        self.port = 0
         self.username: str | None = None
         self.password: str | None = None
         self.users: dict[str, str] = {}
@@ -106,27 +106,17 @@ class RegistryServer:
         self.client_cert: Path | None = None
         self.client_key: Path | None = None
         self.client_ca_file: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.directory = Path()
         self.root = Path()
         self.config_file = Path()
         self.log_file = Path()
         self._server_cert: tls.ServerCertificate | None = None
-        self._process: Any = None
 
     # ------------------------------------------------------------------ addresses
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls else "http"
-
-    @property
-    def host(self) -> str:
-        return f"{process.LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}"
 
     @property
     def realm(self) -> str | None:
@@ -192,111 +182,59 @@ class RegistryServer:
 
     # ------------------------------------------------------------------ life cycle
 
-    def start(self) -> RegistryServer:
-        """Write the config, start the registry and wait until ``GET /v2/`` answers."""
-        binary = registry_binary()
-        if binary is None:
+    def _prepare(self) -> None:
+        """Certificates, the S3 bucket and the owned token server (the config is written per attempt)."""
+        self.binary = registry_binary() or ""
+        if not self.binary:
             raise RegistryError("docker-registry is not installed (apt-get install docker-registry)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="registry-")
-        self.directory = Path(self._tmp.name)
+        self.directory = self._make_directory("registry-")
         self.root = self.directory / "storage"
         self.root.mkdir()
         self.config_file = self.directory / "config.yml"
         self.log_file = self.directory / "registry.log"
-        process.track(self)
-        try:
-            if self.tls:
-                _ca, self._server_cert = tls.server_certificate(self.directory / "tls")
-                self.ca_file = self._server_cert.ca_file
-                if self.mtls:
-                    _cca, client = tls.client_certificate(self.directory / "client")
-                    self.client_cert, self.client_key = client.cert_file, client.key_file
-                    self.client_ca_file = client.ca_file
-            if self.s3 is not None:
-                self.bucket = self.s3.create_bucket()
-            if self._owns_token_server:
-                if self.token_server is None:
-                    options: dict[str, Any] = {"service": self.service, "issuer": self.issuer}
-                    if self._server_cert is not None:
-                        # An HTTPS registry gets an HTTPS realm (clients refuse an http realm for it),
-                        # served with the registry's own certificate: ca_file covers both.
-                        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                        context.load_cert_chain(self._server_cert.cert_file, self._server_cert.key_file)
-                        options["ssl_context"] = context
-                    options.update(self._token_server_options)
-                    (self.directory / "token").mkdir()
-                    self.token_server = TokenServer(directory=self.directory / "token", **options)
-                self.token_server.start()
-            # A port can be taken between choosing and binding it: retry a few times on "in use".
-            for _attempt in range(5):
-                self.port = process.free_port()
-                # JSON is YAML: no YAML library needed.
-                self.config_file.write_text(json.dumps(self._config(), indent=2))
-                # No AWS_* either: the s3 driver reads them, and AWS_CA_BUNDLE makes 2.8 panic at start.
-                env = process.clean_env(("REGISTRY_", "AWS_"))
-                self._process = process.spawn([binary, "serve", str(self.config_file)], self.log_file, env)
-                if self._wait_ready():
-                    return self
-                log = process.tail(self.log_file)
-                process.terminate(self._process)
-                if "address already in use" not in log:
-                    break
-            raise RegistryError(f"registry did not become ready within {self.start_timeout}s; "
-                                f"log tail:\n{process.tail(self.log_file)}")
-        except BaseException:
-            self.stop()
-            raise
+        if self.tls:
+            _ca, self._server_cert = tls.server_certificate(self.directory / "tls")
+            self.ca_file = self._server_cert.ca_file
+            if self.mtls:
+                _cca, client = tls.client_certificate(self.directory / "client")
+                self.client_cert, self.client_key = client.cert_file, client.key_file
+                self.client_ca_file = client.ca_file
+        if self.s3 is not None:
+            self.bucket = self.s3.create_bucket()
+        if self._owns_token_server:
+            if self.token_server is None:
+                options: dict[str, Any] = {"service": self.service, "issuer": self.issuer}
+                if self._server_cert is not None:
+                    # An HTTPS registry gets an HTTPS realm (clients refuse an http realm for it),
+                    # served with the registry's own certificate: ca_file covers both.
+                    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    context.load_cert_chain(self._server_cert.cert_file, self._server_cert.key_file)
+                    options["ssl_context"] = context
+                options.update(self._token_server_options)
+                (self.directory / "token").mkdir()
+                self.token_server = TokenServer(directory=self.directory / "token", **options)
+            self.token_server.start()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        # JSON is YAML: no YAML library needed.
+        self.config_file.write_text(json.dumps(self._config(), indent=2))
+        # No AWS_* either: the s3 driver reads them, and AWS_CA_BUNDLE makes 2.8 panic at start.
+        env = process.clean_env(("REGISTRY_", "AWS_"))
+        return process.spawn([self.binary, "serve", str(self.config_file)], self.log_file, env)
+
+    def _log_tail(self) -> str:
+        return process.tail(self.log_file)
 
     def _probe(self) -> bool:
-        connection: http.client.HTTPConnection
-        if self.tls:
-            connection = http.client.HTTPSConnection(process.LOOPBACK, self.port, timeout=1,
-                                                     context=self.ssl_context())
-        else:
-            connection = http.client.HTTPConnection(process.LOOPBACK, self.port, timeout=1)
-        try:
-            connection.request("GET", "/v2/")
-            status = connection.getresponse().status
-            return status in (200, 401)
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
+        return process.probe(self.port, "/v2/", (200, 401), self.ssl_context())
 
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            if self._probe():
-                return True
-            time.sleep(process.POLL_INTERVAL)
-        return False
-
-    def stop(self) -> None:
-        """Stop the registry (SIGTERM, SIGKILL after 5 s), the owned token server, and remove files."""
-        process.terminate(self._process)
-        self._process = None
+    def _stopped(self) -> None:
         if self._owns_token_server and self.token_server is not None:
             self.token_server.stop()
-        process.untrack(self)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def log(self) -> str:
         """The registry's log so far (warnings and errors only)."""
         return process.tail(self.log_file, 1 << 20)
-
-    def __enter__(self) -> RegistryServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         storage = f", s3={self.bucket}" if self.s3 is not None else ""

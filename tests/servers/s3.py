@@ -12,10 +12,9 @@ from __future__ import annotations
 import http.client
 import secrets
 import shutil
+import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from tests.servers import process
 
@@ -38,54 +37,33 @@ class S3Error(RuntimeError):
     """moto did not start, or a bucket could not be made (the message carries the log tail)."""
 
 
-class S3Server:
+class S3Server(process.ServerProcess):
     """One ``moto_server`` process: ``url`` (``http://127.0.0.1:PORT``), ``port``, ``log_file``."""
 
+    NAME = "moto_server"
+    PORT_TAKEN = "in use"
+    ERROR = S3Error
+
     def __init__(self, *, start_timeout: float = 20.0) -> None:
-        self.start_timeout = start_timeout
-        self.port = 0
+        super().__init__(start_timeout)
         self.log_file = Path()
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: Any = None
 
-    @property
-    def host(self) -> str:
-        return f"{process.LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self) -> S3Server:
-        binary = moto_binary()
-        if binary is None:
+    def _prepare(self) -> None:
+        self.binary = moto_binary() or ""
+        if not self.binary:
             raise S3Error("moto_server is not installed (pip install 'moto[server]')")
-        self._tmp = tempfile.TemporaryDirectory(prefix="moto-")
-        self.log_file = Path(self._tmp.name) / "moto.log"
-        process.track(self)
-        try:
-            for _attempt in range(5):
-                self.port = process.free_port()
-                # No AWS_* variables: moto must not pick up a user's profile or endpoints.
-                env = process.clean_env(("AWS_", "MOTO_"))
-                self._process = process.spawn([binary, "-H", process.LOOPBACK, "-p", str(self.port)],
-                                              self.log_file, env)
-                if process.wait_until(self._ready, self.start_timeout):
-                    return self
-                log = process.tail(self.log_file)
-                process.terminate(self._process)
-                if "in use" not in log:
-                    break
-            raise S3Error(f"moto_server did not become ready within {self.start_timeout}s; log tail:\n"
-                          f"{process.tail(self.log_file)}")
-        except BaseException:
-            self.stop()
-            raise
+        self.log_file = self._make_directory("moto-") / "moto.log"
 
-    def _ready(self) -> bool:
-        if self._process.poll() is not None:
-            return True  # dead: stop waiting (start() sees it is not serving)
-        return self._request("GET", "/")[0] == 200
+    def _launch(self) -> subprocess.Popen[bytes]:
+        # No AWS_* variables: moto must not pick up a user's profile or endpoints.
+        env = process.clean_env(("AWS_", "MOTO_"))
+        return process.spawn([self.binary, "-H", process.LOOPBACK, "-p", str(self.port)], self.log_file, env)
+
+    def _log_tail(self) -> str:
+        return process.tail(self.log_file)
+
+    def _probe(self) -> bool:
+        return process.probe(self.port, "/", (200,), host_header=self.host)
 
     def _request(self, method: str, path: str) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection(process.LOOPBACK, self.port, timeout=5)
@@ -114,24 +92,6 @@ class S3Server:
         if status != 200:
             raise S3Error(f"listing bucket {bucket}: {status}")
         return re.findall(r"<Key>([^<]*)</Key>", body.decode())
-
-    def stop(self) -> None:
-        process.terminate(self._process)
-        self._process = None
-        process.untrack(self)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main() -> int:

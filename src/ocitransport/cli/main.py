@@ -199,11 +199,19 @@ def _build_parser() -> argparse.ArgumentParser:
     sy = sub.add_parser("sync", parents=[_options(sync=True)], help="mirror what a YAML file lists",
                         formatter_class=raw,
                         epilog=_epilog("sync images.yaml --dest registry.local:5000/mirror",
+                                       "sync images.yaml --dest oci:/media/usb/mirror",
+                                       "sync images.yaml --source oci:/media/usb/mirror "
+                                       "--dest registry.internal/mirror",
                                        "sync images.yaml --keep-going --retry-unreachable --json > report.json"),
                         description="Mirror the images FILE lists (skopeo sync's YAML, plus 'destination:' "
                                     "and options) into one destination registry.")
     sy.add_argument("file", metavar="FILE")
-    sy.add_argument("--dest", metavar="REGISTRY[/PREFIX]", help="the destination (overrides the file's)")
+    sy.add_argument("--dest", metavar="REGISTRY[/PREFIX]",
+                    help="the destination (overrides the file's): a registry, or an OCI layout oci:DIR or archive "
+                         "oci-archive:FILE.tar holding every repository under its full name")
+    sy.add_argument("--source", metavar="oci:DIR",
+                    help="read every repository the file lists from this OCI layout (or oci-archive:FILE.tar), "
+                         "where a sync with --dest oci:DIR wrote it, instead of from its registry")
     sy.add_argument("--dask", metavar="ADDRESS",
                     help="run the copies on a dask cluster: a scheduler address, or local:N for N local workers")
     _filters(sy)
@@ -275,7 +283,8 @@ def _check_common(args: argparse.Namespace) -> str | None:
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
-    from ..name import Repository, parse_reference
+    from ..mirror.targets import parse_reference
+    from ..mirror.targets import parse_repository as Repository
 
     problem = _check_common(args)
     if problem:
@@ -290,7 +299,7 @@ def _check_args(args: argparse.Namespace) -> str | None:
     try:
         if args.command == "copy":
             parse_reference(args.src, insecure=args.insecure)
-            from ..mirror.plan import has_identifier
+            from ..mirror.targets import has_identifier
 
             if has_identifier(args.dst):
                 parse_reference(args.dst, insecure=args.insecure)
@@ -357,10 +366,14 @@ def _wire(client: Any, args: argparse.Namespace) -> Any:
     return client
 
 
-def _registry_name(reference: str) -> str:
-    """The registry host of a reference or repository (checked by ``_check_args`` before)."""
+def _registry_name(reference: str) -> str | None:
+    """The registry host of a reference or repository (checked by ``_check_args`` before); ``None`` for a
+    local layout or archive (no credentials, no TLS)."""
+    from ..mirror.targets import is_local
     from ..name import Repository
 
+    if is_local(reference):
+        return None
     repo = reference.split("@", 1)[0]
     if ":" in repo.rsplit("/", 1)[-1]:
         repo = repo.rsplit(":", 1)[0]
@@ -382,8 +395,8 @@ def _run_copy(args: argparse.Namespace) -> int:
     progress = _make_progress(args)
     try:
         with _client(args) as client, contextlib.ExitStack() as stack:
-            routed = cliopts.routed(stack, client, args, [(src_registry, "src"), (dst_registry, "dest")],
-                                    args.jobs or 8)
+            sides = [(name, side) for name, side in ((src_registry, "src"), (dst_registry, "dest")) if name]
+            routed = cliopts.routed(stack, client, args, sides, args.jobs or 8)
             common: dict[str, Any] = {
                 "client": _wire(routed, args), "platforms": args.platform or None, "jobs": args.jobs,
                 "retries": args.retries, "include_nondistributable": args.include_nondistributable,
@@ -440,6 +453,13 @@ def _run_sync(args: argparse.Namespace) -> int:
             config = config.with_destination(args.dest)
         if not config.destination:
             raise SyncConfigError(f"{args.file}: no destination: add 'destination:' to the file or pass --dest")
+        from ..mirror.sync import check_source
+        from ..mirror.targets import is_local, local_refused
+
+        check_source(args.source)
+        local = next((t for t in (args.source, config.destination) if t and is_local(t)), None)
+        if local is not None and args.dask and not args.dry_run:
+            raise SyncConfigError(f"--dask: {local_refused(local)}")
     except SyncConfigError as exc:
         _error(str(exc))
         return 2
@@ -472,14 +492,16 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
                 executor = _dask_executor(stack, args.dask, config.keychain(), args.allow_private_storage)
                 if executor is None:
                     return 2
+            from ..mirror.targets import is_local
             from ..name import Registry
             from . import options as cliopts
 
             client = stack.enter_context(_client(args))
-            dest_registry = Registry(config.destination.split("/", 1)[0]).name
+            dest_registry = None if is_local(config.destination) else Registry(config.destination.split("/", 1)[0]).name
             keychain = args.keychain_used = cliopts.keychain(args, None, dest_registry)
             args.file_credentials = [Registry(s.registry).name for s in config.registries if s.credentials]
-            sides = [(dest_registry, "dest"), *((s.registry, "src") for s in config.registries)]
+            sources = [] if args.source else [(s.registry, "src") for s in config.registries]
+            sides = [*([(dest_registry, "dest")] if dest_registry else []), *sources]
             client = cliopts.routed(stack, client, args, sides, args.jobs or 8)
             report = sync(config, client=_wire(client, args), executor=executor, dry_run=args.dry_run,
                           keychain=keychain,
@@ -488,7 +510,8 @@ def _sync_with(args: argparse.Namespace, config: Any, sync: Any) -> int:
                           include=args.include, exclude=args.exclude,
                           include_nondistributable=args.include_nondistributable,
                           insecure=args.insecure or cliopts.plain_http(args),
-                          referrers=args.referrers, allow_private_storage=args.allow_private_storage)
+                          referrers=args.referrers, allow_private_storage=args.allow_private_storage,
+                          source=args.source)
     except SyncConfigError as exc:
         _error(str(exc))
         return 2

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pycurl
 
+from .._heads import is_interim
 from .._redaction import redact_url
 from ..exceptions import OCITransportError, ProtocolError
 from ..messages import DEFAULT_TIMEOUT, Request, Response, Timeout
@@ -185,10 +186,7 @@ class _Transfer:
             line = lines[i]
             i += 1
             if line == b"\r\n" or line == b"\n":
-                first = lines[self.head_start]
-                parts = first.split(None, 2)
-                if (first[:5] == b"HTTP/" and len(parts) > 1 and parts[1][:1] == b"1"
-                        and parts[1] != b"101"):
+                if is_interim(lines[self.head_start]):  # the status line, by parse_head's rules
                     self.head_start = i
                     continue
                 self.head_ready = True

@@ -522,7 +522,12 @@ async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_ru
     if plan.errors and not keep_going:
         return report.not_started(len(plan.units), started)
     executor = Executor.of(session, plan.options, keep_going=keep_going, progress=progress)
-    await executor.run(plan.units, report)
+    try:
+        await executor.run(plan.units, report)
+    finally:
+        closed = await session.close_targets()  # an oci-archive destination is packed here
+    for target, message in closed:
+        report.fail(target, message)
     report.duration = time.monotonic() - started
     return report
 
@@ -535,7 +540,12 @@ async def execute_stream(session: Session, items: AsyncIterable[PlanItem], optio
     failed image, stops the run (planning too; images in flight finish)."""
     report = Report()
     executor = Executor.of(session, options, keep_going=keep_going, progress=progress)
-    await executor.run(items, report)
+    try:
+        await executor.run(items, report)
+    finally:
+        closed = await session.close_targets()  # an oci-archive destination is packed here
+    for target, message in closed:
+        report.fail(target, message)
     report.duration = time.monotonic() - started
     return report
 

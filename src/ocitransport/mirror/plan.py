@@ -18,7 +18,7 @@ from typing import TypeVar, Union
 
 from .. import transport
 from ..exceptions import OCITransportError
-from ..name import Digest, Repository, Tag, parse_reference
+from ..name import Digest, Repository, Tag
 from ..roundtrip import RoundTripper
 from ..transport.ping import PingError
 from .limits import LimitExceeded, children_of
@@ -34,6 +34,8 @@ from .manifests import (
 from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session, SizeMismatch, run_backoff
+from .targets import has_identifier as _has_identifier
+from .targets import LocalRepository, parse_reference, parse_repository
 
 log = logging.getLogger("ocitransport.mirror")
 #: Retries, one INFO record each as it happens (the command line shows them without -v).
@@ -156,8 +158,9 @@ class Plan:
 
 
 def has_identifier(reference: str) -> bool:
-    """Whether ``reference`` names a tag or digest (``repo:tag``, ``repo@digest``), not just a repository."""
-    return "@" in reference or ":" in reference.rsplit("/", 1)[-1]
+    """Whether ``reference`` names a tag or digest (``repo:tag``, ``repo@digest``, ``oci:DIR:TAG``), not just a
+    repository."""
+    return _has_identifier(reference)
 
 
 def identifier_of(ref: object) -> str:
@@ -214,7 +217,7 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     less than a second round trip to the source)."""
     src = parse_reference(source, insecure=insecure)
     if not has_identifier(destination):
-        destination = f"{Repository(destination, insecure=insecure).name}" + (
+        destination = f"{parse_repository(destination, insecure=insecure).name}" + (
             f"@{identifier_of(src)}" if "@" in source else f":{identifier_of(src)}")
     dst = parse_reference(destination, insecure=insecure)
 
@@ -230,8 +233,8 @@ async def plan_image(session: Session, source: str, destination: str, *, platfor
     try:
         pull = await session.pull(src.repository)
         top: Manifest | None = None
-        fetch = keep
-        if keep and checking is not None:
+        fetch = keep and not isinstance(src.repository, LocalRepository)  # a layout costs no round trip
+        if fetch and checking is not None:
             current = await asyncio.shield(checking)
             fetch = current is None or isinstance(current, Exception)
         if fetch:
@@ -486,8 +489,8 @@ async def _plan_repository_into(emit: Emit, session: Session, source: str, desti
 
     Every tag is planned at once (at most ``4 * jobs`` at a time) once the tag list is read; an image's
     referrers are asked for as soon as its unit was emitted. A failed tag list raises."""
-    src_repo = Repository(source, insecure=insecure)
-    dst_repo = Repository(destination, insecure=insecure)
+    src_repo = parse_repository(source, insecure=insecure)
+    dst_repo = parse_repository(destination, insecure=insecure)
     limit = asyncio.Semaphore(max(jobs, 1) * 4)
     known: set[str] | None = None
     consumed: set[str] = set()

@@ -245,7 +245,8 @@ def use(settings: RangedSettings) -> RangedSettings:
 def ranged_for(transfer: _BlobTransfer, fallback: _Source) -> RangedSource | None:
     """A :class:`RangedSource` for ``transfer`` when its blob is large enough (and ranged reads are on)."""
     settings = _current
-    if settings.threshold <= 0 or transfer.blob.size < settings.threshold:
+    if settings.threshold <= 0 or transfer.blob.size < settings.threshold or \
+            not transfer.session.supports_ranges(transfer.src):
         return None
     return RangedSource(transfer, fallback, part=settings.part, streams=settings.streams)
 

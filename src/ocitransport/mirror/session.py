@@ -30,7 +30,9 @@ from ..redirects import Redirects
 from ..roundtrip import Read, RoundTripper, _read_async
 from ..transport.errors import make_error
 from .concurrency import Observe
+from .errors import DigestMismatch as DigestMismatch  # re-exported: its old home
 from .errors import MirrorError as MirrorError  # re-exported: its old home
+from .errors import SizeMismatch as SizeMismatch  # re-exported: its old home
 from .manifests import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_PUSH,
@@ -40,10 +42,12 @@ from .manifests import (
     parse_manifest,
 )
 from .tags import MAX_TAG_LIST_BODY, TagListError, parse_tag_list
+from .targets import OCI, LocalRepository, NoNetwork, is_local
 
 if TYPE_CHECKING:
     from ..authn import Keychain
     from ..client import Client
+    from .layout import Layout
 
 log = logging.getLogger("ocitransport.mirror")
 
@@ -95,16 +99,6 @@ def parse_pull_quota(headers: Any) -> PullQuota | None:
         return None
     limit = _quota_number(headers.get("RateLimit-Limit"))
     return PullQuota(remaining[0], limit[0] if limit else 0, remaining[1] or (limit[1] if limit else 0))
-
-
-class DigestMismatch(MirrorError):
-    """The bytes that came from the source do not hash to the digest the manifest names."""
-
-
-class SizeMismatch(DigestMismatch):
-    """The source sent a blob body shorter or longer than the manifest declares (or declared such a
-    length). Worth another attempt: a proxy that cuts or mislabels a body causes it as well as a
-    registry that stores the wrong blob."""
 
 
 def resolve_location(response: Response, request_url: str, guard: AddressGuard | None = None) -> str:
@@ -220,7 +214,53 @@ class Session:
         #: answer is moments old, and copying is idempotent anyway (one request saved per image).
         self.stale: dict[str, str] = {}
         self._auth: dict[str, Authenticator] = {}
+        #: Local targets (OCI layouts and archives) by name: the registry operations below hand a
+        #: LocalRepository's work to its layout (mirror/layout.py, mirror/archive.py).
+        self._local: dict[str, Layout] = {}
         self._transports: dict[tuple[str, tuple[str, ...]], asyncio.Future[RoundTripper]] = {}
+
+    # -- local targets ----------------------------------------------------------------------------
+
+    def local(self, repo: LocalRepository) -> Layout:
+        """The layout (or archive) holding ``repo``: one object per layout in a session."""
+        registry = repo.registry
+        target = self._local.get(registry.name)
+        if target is None:
+            from .archive import ArchiveLayout
+            from .layout import Layout
+
+            target = (Layout(registry.location, registry.name) if registry.kind == OCI
+                      else ArchiveLayout(registry.location, registry.name))
+            self._local[registry.name] = target
+        return target
+
+    def _local_upload(self, url: str) -> Layout | None:
+        """The layout an upload URL of a local target belongs to (``None``: a registry's upload)."""
+        if "#upload-" not in url or not is_local(url):
+            return None
+        target = self._local.get(url.rsplit("#upload-", 1)[0])
+        if target is None:
+            raise MirrorError(f"{url.rsplit('#', 1)[0]}: no such upload")
+        return target
+
+    def supports_ranges(self, repo: Repository) -> bool:
+        """Whether blobs of ``repo`` are worth reading as parallel ranged GETs (registries: yes; a local
+        layout is read from disk in one stream)."""
+        return not isinstance(repo, LocalRepository)
+
+    async def close_targets(self, *, commit: bool = True) -> list[tuple[str, str]]:
+        """End the session's local targets: temporary files of unfinished uploads go, and an archive
+        written to is packed (``commit``) into its file. Answers ``(target, message)`` for each that
+        could not be (for the report)."""
+        targets, self._local = list(self._local.values()), {}
+        failed: list[tuple[str, str]] = []
+        for target in targets:
+            try:
+                await target.close(commit=commit)
+            except (OCITransportError, OSError) as exc:
+                failed.append((target.name, str(exc) if isinstance(exc, OCITransportError) else
+                               f"{target.name}: {exc.strerror or exc}"))
+        return failed
 
     # -- transports -------------------------------------------------------------------------------
 
@@ -251,9 +291,13 @@ class Session:
         return await asyncio.shield(fut)
 
     async def pull(self, repo: Repository) -> RoundTripper:
+        if isinstance(repo, LocalRepository):
+            return NoNetwork(repo.name)
         return await self.transport_for(repo.registry, (repo.scope(transport.PULL_SCOPE),))
 
     async def push(self, repo: Repository, mount_from: Repository | None = None) -> RoundTripper:
+        if isinstance(repo, LocalRepository):
+            return NoNetwork(repo.name)
         scopes = [repo.scope(transport.PUSH_SCOPE)]
         if mount_from is not None and mount_from != repo:
             scopes.append(mount_from.scope(transport.PULL_SCOPE))
@@ -321,6 +365,8 @@ class Session:
         """``(digest, media_type)`` of ``repo``'s manifest ``ref``, or ``None`` when it does not exist.
 
         Falls back to a GET when the registry's HEAD carries no ``Docker-Content-Digest``."""
+        if isinstance(repo, LocalRepository):
+            return await self.local(repo).head_manifest(repo, ref)
         url = self.url(repo, "manifests", ref)
         response = await self.send(rt, "HEAD", url, headers={"Accept": MANIFEST_ACCEPT})
         self._note_quota(repo, response)
@@ -356,6 +402,8 @@ class Session:
         known = self.known_manifests.get(ref) if ref.startswith("sha256:") else None
         if known is not None:
             return known
+        if isinstance(repo, LocalRepository):
+            return await self.local(repo).get_manifest(repo, ref)
         url = self.url(repo, "manifests", ref)
         response = await self.send(rt, "GET", url, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         self._note_quota(repo, response)
@@ -384,6 +432,8 @@ class Session:
 
     async def put_manifest(self, rt: RoundTripper, repo: Repository, ref: str, manifest: Manifest) -> None:
         """PUT ``manifest``'s exact bytes as ``repo``'s ``ref`` (a tag or its digest)."""
+        if isinstance(repo, LocalRepository):
+            return await self.local(repo).put_manifest(repo, ref, manifest)
         if len(manifest.raw) > MAX_MANIFEST_PUSH:
             raise ManifestError(f"{repo.name}:{ref}: manifest is {len(manifest.raw)} bytes; registries "
                                 f"accept at most {MAX_MANIFEST_PUSH}")
@@ -404,6 +454,8 @@ class Session:
 
         from .manifests import MAX_MANIFEST_PUSH, OCI_INDEX
 
+        if isinstance(repo, LocalRepository):
+            return await self.local(repo).list_referrers(repo, digest)
         url = self.url(repo, "referrers", digest)
         entries: list[dict[str, Any]] = []
         seen_urls: set[str] = set()
@@ -454,6 +506,10 @@ class Session:
         that are not tags by the reference grammar are skipped and counted in :attr:`invalid_tags`."""
         from . import limits
 
+        if isinstance(repo, LocalRepository):
+            local_tags = await self.local(repo).list_tags(repo)
+            limits.check_tags(repo.name, len(local_tags), 0)
+            return local_tags
         url = with_query(self.url(repo, "tags", "list"), n=str(TAGS_PAGE_SIZE))
         tags: dict[str, None] = {}  # distinct, in the registry's order
         seen_urls: set[str] = set()
@@ -527,6 +583,8 @@ class Session:
         redirect a HEAD to a GET-signed URL that answers 403 to it; ECR Public answers 401 to blob
         HEADs. Then a ``GET`` of ``Range: bytes=0-0`` (one byte at most) decides: 200/206 present (416
         too, S3's answer for an empty object), 404 absent, anything else raises ``transport.Error``."""
+        if isinstance(repo, LocalRepository):
+            return await self.local(repo).blob_exists(digest)
         url = self.url(repo, "blobs", digest)
         response = await self._follow(rt, repo, Request("HEAD", url))
         response.close()
@@ -551,6 +609,8 @@ class Session:
 
         With ``offset``, ``Range: bytes=OFFSET-`` is asked; the answer is 206 when the source honoured it
         or 200 with the whole blob when it did not (the caller skips the prefix)."""
+        if isinstance(repo, LocalRepository):
+            return await self.local(repo).open_blob(digest, offset=offset)
         headers = {"Range": f"bytes={offset}-"} if offset else None
         url = self.url(repo, "blobs", digest)
         response = await self._follow(rt, repo, Request("GET", url, headers, stream=True))
@@ -564,6 +624,10 @@ class Session:
 
         With ``mount_from``, ``?mount=<digest>&from=<repo>`` is asked first; any answer but 201 or 202
         (or a transport error) retries once without the mount, as upstream does."""
+        if isinstance(repo, LocalRepository):  # a layout's repositories share its blobs: "mounted" if there
+            mounted = isinstance(mount_from, LocalRepository) and mount_from.registry == repo.registry
+            local_url = await self.local(repo).begin_upload(digest=digest, mounted=mounted)
+            return None if local_url is None else Upload(local_url)
         url = self.url(repo, "blobs", "uploads/")
         guard = self.address_guard(repo.registry, storage=True, what="upload Location")
         ask_ip = {"primary_ip": True}  # the registry's address, for the guard's own-address rule
@@ -597,6 +661,9 @@ class Session:
     async def upload_chunk(self, rt: RoundTripper, upload: Upload, length: int, body: Body) -> None:
         """``PATCH <upload.url>`` with ``length`` bytes starting at ``upload.offset``; on 202 the upload
         follows the answer's ``Location`` and ``Range`` (the registry's word on what it holds)."""
+        local = self._local_upload(upload.url)
+        if local is not None:
+            return await local.upload_chunk(upload, length, body)
         start = upload.offset
         response = await self.send(rt, "PATCH", upload.url, headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(length),
@@ -609,6 +676,9 @@ class Session:
     async def upload_status(self, rt: RoundTripper, upload: Upload) -> bool:
         """``GET <upload.url>``: how much the registry holds (``upload.offset``, from ``Range``) and where to
         go on (``upload.url``). ``False`` when the upload session is gone (404)."""
+        local = self._local_upload(upload.url)
+        if local is not None:
+            return await local.upload_status(upload)
         response = await self.send(rt, "GET", upload.url, extensions=self._handed_guard(upload.url))
         if response.status == 404:
             return False
@@ -628,6 +698,11 @@ class Session:
 
     async def cancel_upload(self, rt: RoundTripper, upload: Upload) -> None:
         """``DELETE <upload.url>``, best effort (registries also expire abandoned uploads)."""
+        if is_local(upload.url):
+            local = self._local.get(upload.url.rsplit("#upload-", 1)[0])
+            if local is not None:
+                await local.cancel_upload(upload)
+            return
         try:
             response = await self.send(rt, "DELETE", upload.url, extensions=self._handed_guard(upload.url))
             response.close()
@@ -637,6 +712,9 @@ class Session:
     async def finish_upload(self, rt: RoundTripper, location: str, digest: str, size: int, body: Body) -> None:
         """``PUT <location>&digest=<digest>`` with the last ``size`` bytes (all of them for a monolithic
         upload, none after PATCHes)."""
+        local = self._local_upload(location)
+        if local is not None:
+            return await local.finish_upload(location, digest, size, body)
         url = with_query(location, digest=digest)
         response = await self.send(rt, "PUT", url, headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(size)}, body=body,

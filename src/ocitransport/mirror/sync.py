@@ -45,6 +45,7 @@ from .syncfile import (
     load_config,
     tls_of,
 )
+from .targets import is_local, local_refused, local_repository
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -75,15 +76,17 @@ class PlanExecutor(Protocol):
 async def _plan_sync_into(emit: Emit, session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
                           platforms: Sequence[str] | None = None, include: Sequence[str] = (),
                           exclude: Sequence[str] = (), insecure: bool = False, referrers: bool | None = None,
-                          keep: bool = False) -> None:
+                          source: str | None = None, keep: bool = False) -> None:
     """The one sync planner (see :func:`plan_sync`): emits each unit and failure as it is found, keyed by
     the selection's place in the file."""
     width = most_jobs(jobs or config.jobs)
     limit = asyncio.Semaphore(max(width, 1))
+    layout = local_repository(source) if source else None
 
     async def one(n: int, source: SourceRegistry, selection: ImageSelection) -> None:
-        src = Repository(f"{source.registry}/{selection.repository}", insecure=insecure or source.insecure)
-        dst = config.destination_repository(src, selection.repository)
+        named = Repository(f"{source.registry}/{selection.repository}", insecure=insecure or source.insecure)
+        dst = config.destination_repository(named, selection.repository)
+        src = named if layout is None else layout.registry.repo(named.name)
         plats = tuple(platforms) if platforms else source.platforms
         unsafe = insecure or source.insecure
         source = replace(source, include=(*source.include, *include), exclude=(*source.exclude, *exclude),
@@ -135,8 +138,11 @@ class _Placement:
 async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
                     platforms: Sequence[str] | None = None, include: Sequence[str] = (),
                     exclude: Sequence[str] = (), insecure: bool = False,
-                    referrers: bool | None = None) -> Plan:
+                    referrers: bool | None = None, source: str | None = None) -> Plan:
     """The plan of a sync run: every selected image of every source, deduplicated by destination.
+
+    ``source``: an OCI layout or archive (``oci:DIR``, ``oci-archive:FILE``) every source repository is
+    read from instead of its registry, under its full name (what a sync to ``oci:DIR`` wrote there).
 
     ``platforms`` and ``referrers`` override the file's when given; ``include`` / ``exclude`` add to
     every registry's filters; ``insecure`` allows plain HTTP everywhere. Planning failures are
@@ -145,7 +151,7 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None =
     items: list[tuple[tuple[int, ...], PlanItem]] = []
     await _plan_sync_into(lambda key, item: items.append((key, item)), session, config, jobs=jobs,
                           platforms=platforms, include=include, exclude=exclude, insecure=insecure,
-                          referrers=referrers)
+                          referrers=referrers, source=source)
     plan = Plan()
     placement = _Placement()
     for _, item in sorted(items, key=lambda pair: pair[0]):
@@ -159,7 +165,8 @@ async def plan_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None =
 
 def stream_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
                 platforms: Sequence[str] | None = None, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                insecure: bool = False, referrers: bool | None = None) -> AsyncIterator[PlanItem]:
+                insecure: bool = False, referrers: bool | None = None,
+                source: str | None = None) -> AsyncIterator[PlanItem]:
     """:func:`plan_sync` as it goes (for the local executor): each unit as soon as it is planned, its
     source manifest kept for the copy."""
     placement = _Placement()
@@ -171,11 +178,25 @@ def stream_sync(session: Session, config: SyncConfig, *, jobs: Jobs | None = Non
                 emit(key, admitted)
 
         await _plan_sync_into(admit, session, config, jobs=jobs, platforms=platforms, include=include,
-                              exclude=exclude, insecure=insecure, referrers=referrers, keep=True)
+                              exclude=exclude, insecure=insecure, referrers=referrers, source=source, keep=True)
     return streamed(produce)
 
 
 # ------------------------------------------------------------------------------------------- sync
+
+def check_source(source: str | None) -> None:
+    """Refuse a ``source`` that is not a whole OCI layout or archive (:class:`SyncConfigError`)."""
+    if not source:
+        return
+    try:
+        repo = local_repository(source) if is_local(source) else None
+    except ValueError as exc:
+        raise SyncConfigError(f"invalid source {source!r}: {exc}") from None
+    if repo is None or repo.path:
+        raise SyncConfigError(f"invalid source {source!r}: expected an OCI layout or archive (oci:DIR or "
+                              "oci-archive:FILE)")
+
+
 
 def _file_of(config: SyncConfig) -> str:
     """The absolute path of the file ``config`` was read from ("" for a sync given as data)."""
@@ -197,7 +218,7 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
          include: Sequence[str] = (), exclude: Sequence[str] = (), include_nondistributable: bool = False,
          insecure: bool = False, referrers: bool | None = None,
          allow_private_storage: Sequence[str] = (), chunk_threshold: int = CHUNK_THRESHOLD,
-         chunk_size: int = CHUNK_SIZE) -> Report:
+         chunk_size: int = CHUNK_SIZE, source: str | None = None) -> Report:
     """Mirror everything ``config`` (a :class:`SyncConfig`, a sync file path, or its data) selects.
 
     ``destination`` overrides the file's; ``jobs`` / ``retries`` / ``keep_going`` / ``platforms`` /
@@ -209,6 +230,10 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
     (it must be there on every worker); a sync given as data keeps its credentials on this side (a
     warning says so). Plans here (with the file's credentials and TLS settings), then runs the plan on ``executor``
     (default: locally on ``client``, one event loop). ``dry_run`` plans and reports, writing nothing.
+    ``source`` (``oci:DIR`` / ``oci-archive:FILE``): read every source repository from that layout, under
+    its full name, instead of from its registry: the other side of an air gap, after a sync whose
+    destination was that layout. Layouts are read and written in this process: with ``executor`` they
+    are refused (:class:`SyncConfigError`).
     Raises :class:`SyncConfigError` for a bad configuration; registry failures are in the report.
     """
     cfg = _coerce(config)
@@ -216,6 +241,10 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
         cfg = cfg.with_destination(destination)
     if not cfg.destination:
         raise SyncConfigError(f"{cfg.source}: no destination: add 'destination:' to the file or pass --dest")
+    check_source(source)
+    local = next((t for t in (source, cfg.destination) if t and is_local(t)), None)
+    if local is not None and executor is not None:
+        raise SyncConfigError(local_refused(local))
     for pattern in (*include, *exclude):
         try:
             re.compile(pattern)
@@ -248,11 +277,11 @@ def sync(config: SyncConfig | str | os.PathLike[str] | Mapping[str, Any], *, des
                               allow_private_storage=private_ok)
             if executor is None and not dry_run:  # locally, each image's copy starts as soon as it is planned
                 items = stream_sync(session, cfg, jobs=jobs, platforms=platforms, include=include, exclude=exclude,
-                                    insecure=insecure, referrers=referrers)
+                                    insecure=insecure, referrers=referrers, source=source)
                 return Plan(options=options), await execute_stream(session, items, options, keep_going=keep_going,
                                                                    progress=progress, started=started)
             plan = await plan_sync(session, cfg, jobs=jobs, platforms=platforms, include=include,
-                                   exclude=exclude, insecure=insecure, referrers=referrers)
+                                   exclude=exclude, insecure=insecure, referrers=referrers, source=source)
             plan.options = options
             log.info("planned %d images, %d planning errors", len(plan.units), len(plan.errors))
             if executor is not None and not dry_run:

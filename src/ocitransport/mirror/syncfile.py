@@ -67,6 +67,7 @@ from .errors import MirrorError
 from .manifests import parse_platform
 from .options import RegistryTLS
 from .semver import Constraint, SemverError, parse_constraint
+from .targets import is_local, local_repository
 
 __all__ = [
     "ImageSelection", "SourceRegistry", "SyncConfig", "SyncConfigError", "SyncKeychain", "load_config", "tls_of",
@@ -200,6 +201,8 @@ class SyncConfig:
         """Where the source repository (``path`` as written in the file) lands."""
         if not self.destination:
             raise SyncConfigError(f"{self.source}: no destination: add 'destination:' or pass --dest")
+        if is_local(self.destination):  # one layout holds every repository under its full name
+            return f"{self.destination}:{source.name}"
         # A port's colon cannot be in a repository path: "host:5000" becomes "host_5000".
         scope = source.registry.name.lower().replace(":", "_")
         suffix = f"{scope}/{path}" if self.scoped else path.rsplit("/", 1)[-1]
@@ -499,6 +502,15 @@ def _looks_like_registry(key: str) -> bool:
 
 def _check_destination(destination: str, source: str) -> None:
     text = destination.rstrip("/")
+    if is_local(text):
+        try:
+            repo = local_repository(text)
+        except ValueError as exc:
+            raise SyncConfigError(f"{source}: invalid destination {destination!r}: {exc}") from None
+        if repo.path:
+            raise SyncConfigError(f"{source}: invalid destination {destination!r}: a sync writes into a whole "
+                                  "layout (oci:DIR or oci-archive:FILE), each repository under its own name")
+        return
     try:
         if "/" in text:
             Repository(text)

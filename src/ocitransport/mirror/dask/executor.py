@@ -242,6 +242,12 @@ class DaskExecutor:
         """
         if jobs is not None and jobs < 1:
             raise ValueError("jobs must be greater than zero")
+        from ..errors import MirrorError
+        from ..targets import is_local, local_refused
+
+        local = next((ref for u in plan.units for ref in (u.source, u.destination) if is_local(ref)), None)
+        if local is not None:  # before anything is submitted: a worker has no such directory
+            raise MirrorError(local_refused(local))
         started = time.monotonic()
         report = Report.of_plan(plan.errors)
         if progress is not None:
