@@ -34,8 +34,8 @@ from .manifests import (
 from .options import RunOptions
 from .referrers import MAX_REFERRER_DEPTH, FallbackIndex, discover, is_referrer_tag
 from .session import DigestMismatch, MirrorError, Session, SizeMismatch, run_backoff
-from .targets import has_identifier as _has_identifier
 from .targets import LocalRepository, parse_reference, parse_repository
+from .targets import has_identifier as _has_identifier
 
 log = logging.getLogger("ocitransport.mirror")
 #: Retries, one INFO record each as it happens (the command line shows them without -v).
