@@ -14,7 +14,7 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar, Union
+from typing import TypeVar
 
 from .. import transport
 from ..exceptions import OCITransportError
@@ -381,7 +381,7 @@ async def plan_referrers(session: Session, unit: ImageUnit, *, known_tags: Colle
 
 
 #: What a streaming planner yields: a unit, or a planning failure ``(reference, message)``.
-PlanItem = Union[ImageUnit, tuple[str, str]]
+PlanItem = ImageUnit | tuple[str, str]
 #: Where a planner puts what it found: ``emit(key, item)``; ``key`` orders the items of a collected
 #: :class:`Plan` as plan-then-execute always ordered them (images by tag, then referrers, then left-over
 #: referrer tags), whatever order they were found in.

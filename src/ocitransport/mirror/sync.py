@@ -8,6 +8,7 @@ method (``mirror.distributed``) gets the whole :class:`Plan` (with its :class:`R
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -73,6 +74,10 @@ class PlanExecutor(Protocol):
 
 # ------------------------------------------------------------------------------------------- planning
 
+def _emit_under(emit: Emit, prefix: tuple[int, ...], key: tuple[int, ...], item: PlanItem) -> None:
+    emit((*prefix, *key), item)
+
+
 async def _plan_sync_into(emit: Emit, session: Session, config: SyncConfig, *, jobs: Jobs | None = None,
                           platforms: Sequence[str] | None = None, include: Sequence[str] = (),
                           exclude: Sequence[str] = (), insecure: bool = False, referrers: bool | None = None,
@@ -104,7 +109,7 @@ async def _plan_sync_into(emit: Emit, session: Session, config: SyncConfig, *, j
                 emit((n,), (src.name, describe(exc)))
                 return
             for d, digest in enumerate(selection.digests):  # the image and, with referrers, its referrers
-                await _plan_reference_into(lambda key, item: emit((n, 1, d, *key), item), session,
+                await _plan_reference_into(functools.partial(_emit_under, emit, (n, 1, d)), session,
                                            f"{src.name}@{digest}", f"{dst}@{digest}", platforms=plats,
                                            insecure=unsafe, referrers=source.referrers, keep=keep)
             if selection.needs_tag_list and not tags and not selection.digests:
@@ -130,8 +135,8 @@ class _Placement:
             self.placed[item.destination] = item.source
             return item
         if earlier != item.source:
-            return (item.source, f"{item.source} and {earlier} both map to {item.destination} "
-                                 "(set 'scoped: true' to keep their paths apart)")
+            return (item.source, (f"{item.source} and {earlier} both map to {item.destination} "
+                                  "(set 'scoped: true' to keep their paths apart)"))
         return None
 
 
