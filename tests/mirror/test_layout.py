@@ -136,6 +136,27 @@ def test_multi_arch_index_and_platform_filter(registry, dst_registry, make_repo_
     assert raw.sha256_digest(raw.get_manifest(dst_registry, dst_repo, "all").body) == index
 
 
+def test_an_image_copied_by_digest_is_listed_untagged(registry, dst_registry, make_repo_name, tmp_path):
+    repo = make_repo_name()
+    a = raw.push_image(registry, repo, "amd", layers=[os.urandom(1000)])
+    b = raw.push_image(registry, repo, "arm", layers=[os.urandom(1000)])
+    index = raw.push_index(registry, repo, "multi", [a, b], [AMD64, ARM64])
+    layout = tmp_path / "by-digest"
+    report = mirror.copy(f"{registry.host}/{repo}@{index}", f"oci:{layout}")
+    assert report.ok, report.errors
+    # The image asked for is in index.json (without a tag: none was given); its children are not.
+    entries = _index(layout)
+    assert [(e["digest"], e.get("annotations")) for e in entries] == [(index, None)]
+    # Found again by its digest, on the other side.
+    dst_repo = make_repo_name()
+    report = mirror.copy(f"oci:{layout}@{index}", f"{dst_registry.host}/{dst_repo}:multi")
+    assert report.ok, report.errors
+    assert raw.sha256_digest(raw.get_manifest(dst_registry, dst_repo, "multi").body) == index
+    # Copying it again lists it once.
+    assert mirror.copy(f"{registry.host}/{repo}@{index}", f"oci:{layout}").ok
+    assert [e["digest"] for e in _index(layout)] == [index]
+
+
 def test_referrers_travel_through_a_layout(registry, dst_registry, make_repo_name, tmp_path, signed):
     image = signed["image"]
     layout = tmp_path / "signed"

@@ -61,15 +61,16 @@ def references_unknown(exc: BaseException) -> bool:
 
 
 async def put_manifest_checked(session: Session, dst: Repository, ref: str, manifest: Manifest,
-                               recheck: Callable[[], Awaitable[None]]) -> None:
+                               recheck: Callable[[], Awaitable[None]], *, listed: bool = False) -> None:
     """PUT ``manifest`` as ``dst``'s ``ref``; when the registry says a reference is unknown, ``recheck``
     (asks the registry again for every blob and child, placing what is missing) and PUT again, at most
     :data:`MANIFEST_RECHECKS` times. A manifest is thus only pushed again once its references were
-    found (or put) at the destination, never on the strength of what this run believed."""
+    found (or put) at the destination, never on the strength of what this run believed. ``listed``: the
+    image a unit names (see :meth:`Session.put_manifest`)."""
     push = await session.push(dst)
     for attempt in range(MANIFEST_RECHECKS + 1):
         try:
-            await session.put_manifest(push, dst, ref, manifest)
+            await session.put_manifest(push, dst, ref, manifest, listed=listed)
             return
         except transport.Error as exc:
             if attempt >= MANIFEST_RECHECKS or not references_unknown(exc):
@@ -132,9 +133,10 @@ class TreeCopy:
         await self.put(src, dst, child.digest, manifest, result, depth)
 
     async def put(self, src: Repository, dst: Repository, ref: str, manifest: Manifest,
-                  result: ImageResult, depth: int) -> None:
+                  result: ImageResult, depth: int, *, listed: bool = False) -> None:
         """PUT ``manifest`` after its tree; if the registry misses a reference, the tree is checked at
-        the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed."""
+        the registry (this run's bookkeeping of placed blobs forgotten) and copied again where needed.
+        ``listed``: ``manifest`` is the image the unit names, not a child of it."""
         async def recheck() -> None:
             self.blobs.forget(dst, [b.digest for b in manifest.blobs()] if not manifest.is_index else [])
             again = ImageResult(result.source, result.destination, "copied", result.digest)
@@ -143,7 +145,7 @@ class TreeCopy:
             result.bytes_transferred += again.bytes_transferred
             result.blobs_mounted += again.blobs_mounted
 
-        await put_manifest_checked(self.session, dst, ref, manifest, recheck)
+        await put_manifest_checked(self.session, dst, ref, manifest, recheck, listed=listed)
 
     async def blob(self, src: Repository, dst: Repository, blob: Descriptor, result: ImageResult) -> None:
         """Place one blob at ``dst`` (skipped, mounted or streamed: :meth:`BlobCopy.ensure`) and count it."""
@@ -489,7 +491,7 @@ class Executor:
             if filtered is None:
                 child = await read_manifest(session, pull, src, keep[0].digest)
                 await self.trees.tree(src, dst, child, result, tree, 2)
-                await self.trees.put(src, dst, dst_id, child, result, 2)
+                await self.trees.put(src, dst, dst_id, child, result, 2, listed=True)
                 result.digest = child.digest
                 result.media_type = child.media_type
                 result.note = f"platform {keep[0].platform_str} of index {top.digest}"
@@ -499,7 +501,7 @@ class Executor:
             top = filtered
         else:
             await self.trees.tree(src, dst, top, result, tree, 1)
-        await self.trees.put(src, dst, dst_id, top, result, 1)
+        await self.trees.put(src, dst, dst_id, top, result, 1, listed=True)
         result.digest = top.digest
 
 

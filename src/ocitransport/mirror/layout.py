@@ -442,10 +442,11 @@ class Layout:
             raise DigestMismatch(f"{where}: the layout's manifest hashes to {got}, expected {digest}")
         return manifest
 
-    async def put_manifest(self, repo: LocalRepository, ref: str, manifest: Manifest) -> None:
+    async def put_manifest(self, repo: LocalRepository, ref: str, manifest: Manifest, *,
+                           listed: bool = False) -> None:
         """Store ``manifest`` (its exact bytes, as a blob) and, for a tag, point ``repo``'s tag at it in
-        ``index.json``; a referrer put by digest is listed in ``index.json`` without a tag (that is how
-        a layout holds referrers)."""
+        ``index.json``; a referrer, or an image copied by digest (``listed``), put by digest is listed in
+        ``index.json`` without a tag (that is how a layout holds referrers and untagged images)."""
         await asyncio.to_thread(self._prepare)
         if not self._has(manifest.digest):
             path = self._blob_path(manifest.digest, create=True)
@@ -459,7 +460,7 @@ class Layout:
         if is_digest(ref):
             if ref != manifest.digest:
                 raise DigestMismatch(f"{self._where(repo, ref)}: the manifest's digest is {manifest.digest}")
-            if manifest.subject is None:
+            if manifest.subject is None and not listed:
                 return  # a child of an index: its parent names it
             if repo.path:
                 annotations[IMAGE_NAME] = f"{repo.path}@{ref}"
@@ -472,7 +473,7 @@ class Layout:
         mine = self._mine(repo)
 
         def change(manifests: list[Any]) -> bool:
-            if is_digest(ref):  # a referrer: listed once, tagged or not
+            if is_digest(ref):  # a referrer or an untagged image: listed once, tagged or not
                 if any(old is not None and mine(old) and old.digest == ref for old in map(_entry, manifests)):
                     return False
                 manifests.append(entry)

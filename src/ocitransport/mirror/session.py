@@ -430,10 +430,13 @@ class Session:
             raise DigestMismatch(f"{where}: manifest digest is {manifest.digest}, expected {expected}")
         return manifest
 
-    async def put_manifest(self, rt: RoundTripper, repo: Repository, ref: str, manifest: Manifest) -> None:
-        """PUT ``manifest``'s exact bytes as ``repo``'s ``ref`` (a tag or its digest)."""
+    async def put_manifest(self, rt: RoundTripper, repo: Repository, ref: str, manifest: Manifest, *,
+                           listed: bool = False) -> None:
+        """PUT ``manifest``'s exact bytes as ``repo``'s ``ref`` (a tag or its digest). ``listed``: the image
+        a copy names rather than a child of an index (a registry needs no difference; a layout lists it in
+        ``index.json`` even when it is put by digest)."""
         if isinstance(repo, LocalRepository):
-            return await self.local(repo).put_manifest(repo, ref, manifest)
+            return await self.local(repo).put_manifest(repo, ref, manifest, listed=listed)
         if len(manifest.raw) > MAX_MANIFEST_PUSH:
             raise ManifestError(f"{repo.name}:{ref}: manifest is {len(manifest.raw)} bytes; registries "
                                 f"accept at most {MAX_MANIFEST_PUSH}")
