@@ -434,6 +434,31 @@ def test_oci_archive_both_ways_and_added_to(registry, dst_registry, make_repo_na
     assert len(report.errors) == 1, report.errors
 
 
+def test_oci_archive_resumes_from_the_working_directory_a_killed_run_left(registry, make_repo_name, tmp_path):
+    repo = make_repo_name()
+    image = raw.push_image(registry, repo, "v1", layers=[os.urandom(200_000), os.urandom(100_000)])
+    path = tmp_path / "transfer.tar"
+    partial = tmp_path / "transfer.tar.ocitransport-partial"
+    # What a run killed before packing leaves: the working directory with the blobs it stored (the layers),
+    # a temporary file it was writing, and no index.json entry yet.
+    report = mirror.copy(image.reference, f"oci:{partial}:v1")
+    assert report.ok, report.errors
+    (partial / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": []}))
+    (partial / "blobs" / "sha256" / image.digest.split(":")[1]).unlink()  # the manifest comes last
+    (partial / ".ocitransport-killed.tmp").write_bytes(b"half a blob")
+
+    report = mirror.copy(image.reference, f"oci-archive:{path}:v1")
+    assert report.ok, report.errors
+    assert report.blobs_transferred == 0  # the layers and config were already there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transfer.tar"]  # packed, working directory gone
+    with tarfile.open(path) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        member = tar.extractfile(f"blobs/sha256/{image.digest.split(':')[1]}")
+        assert member is not None and member.read() == image.manifest
+        assert not [n for n in tar.getnames() if n.endswith(".tmp")]
+    assert [(e["digest"], e["annotations"][REF_NAME]) for e in index["manifests"]] == [(image.digest, "v1")]
+
+
 # ----------------------------------------------------------------------------- skopeo
 
 
