@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocitransport.transport.autotune import AUTO_CEILING, AutoPolicy, ConcurrencyController
+from ocitransport.transport.autotune import AUTO_CEILING, AUTO_START, AutoPolicy, ConcurrencyController
 
 
 def far(rtt: float, capacity: float):
@@ -49,13 +49,21 @@ def test_grows_from_the_start_while_latency_stays_flat() -> None:
     c = run(far(0.1, capacity=10_000.0), ConcurrencyController(), seconds=5.0)
     assert c.limit == AUTO_CEILING  # throughput never stopped growing: up to the ceiling, not beyond
     assert c.peak == AUTO_CEILING
-    assert [r.next_limit for r in c.rounds[:3]] == [16, 32, 64]  # doubling while nothing disappointed
+    assert [r.next_limit for r in c.rounds[:2]] == [32, 64]  # doubling from 16 while nothing disappointed
 
 
-def test_loopback_keeps_the_fixed_default() -> None:
-    # Registries' CPU is the bottleneck at 8: one probe at 16 shows no gain and doubled latency.
-    model = far(0.002, capacity=8 / 0.002)
+def test_loopback_stays_where_it_started() -> None:
+    # Registries' CPU is the bottleneck at 16: one probe at 32 shows no gain and doubled latency.
+    model = far(0.002, capacity=16 / 0.002)
     c = run(model, ConcurrencyController(), seconds=5.0)
+    assert c.limit == 16
+    assert c.peak == 32
+
+
+def test_a_lower_start_on_loopback_stays_there() -> None:
+    # Started at 8 with the registries saturated at 8: one probe at 16 shows no gain and doubled latency.
+    model = far(0.002, capacity=8 / 0.002)
+    c = run(model, ConcurrencyController(AutoPolicy(initial=8)), seconds=5.0)
     assert c.limit == 8
     assert c.peak == 16
 
@@ -84,7 +92,7 @@ def test_a_round_needs_enough_answers() -> None:
     for i in range(7):
         assert not c.sample(1.0 + i, 0.05)
     assert c.rounds == []
-    assert c.limit == 8
+    assert c.limit == AUTO_START
 
 
 def test_bad_policy() -> None:
@@ -93,7 +101,7 @@ def test_bad_policy() -> None:
 
 
 def test_describe() -> None:
-    assert ConcurrencyController().describe() == "auto: 8 (peak 8, ceiling 64)"
+    assert ConcurrencyController().describe() == "auto: 16 (peak 16, ceiling 64)"
 
 
 def test_rounds_the_limit_did_not_hold_back_are_not_judged() -> None:
@@ -121,4 +129,4 @@ def test_an_unlimited_round_still_backs_off_on_a_throttle() -> None:
     c = ConcurrencyController()
     for i in range(8):
         c.sample(1.0 + i * 0.01, 0.05, throttled=i == 7, limited=False)
-    assert c.limit == 4 and c.rounds[-1].throttled
+    assert c.limit == AUTO_START // 2 and c.rounds[-1].throttled
