@@ -524,14 +524,7 @@ async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_ru
     if plan.errors and not keep_going:
         return report.not_started(len(plan.units), started)
     executor = Executor.of(session, plan.options, keep_going=keep_going, progress=progress)
-    try:
-        await executor.run(plan.units, report)
-    finally:
-        closed = await session.close_targets()  # an oci-archive destination is packed here
-    for target, message in closed:
-        report.fail(target, message)
-    report.duration = time.monotonic() - started
-    return report
+    return await _run_closing(session, executor, plan.units, report, started)
 
 
 async def execute_stream(session: Session, items: AsyncIterable[PlanItem], options: RunOptions, *,
@@ -540,12 +533,18 @@ async def execute_stream(session: Session, items: AsyncIterable[PlanItem], optio
     with one :class:`Executor` honouring ``options``: each image's copy starts as soon as that image is
     planned. Planning failures are in the report; with ``keep_going=False`` the first one, or the first
     failed image, stops the run (planning too; images in flight finish)."""
-    report = Report()
     executor = Executor.of(session, options, keep_going=keep_going, progress=progress)
+    return await _run_closing(session, executor, items, Report(), started)
+
+
+async def _run_closing(session: Session, executor: Executor, items: Iterable[ImageUnit] | AsyncIterable[PlanItem],
+                       report: Report, started: float) -> Report:
+    """``executor.run``, then the session's local targets closed (an oci-archive destination is packed
+    here), whatever happened; a target that cannot be closed is a failure in the report."""
     try:
         await executor.run(items, report)
     finally:
-        closed = await session.close_targets()  # an oci-archive destination is packed here
+        closed = await session.close_targets()
     for target, message in closed:
         report.fail(target, message)
     report.duration = time.monotonic() - started
