@@ -515,6 +515,11 @@ async def execute_plan(session: Session, plan: Plan, *, keep_going: bool, dry_ru
     report = Report.of_plan(plan.errors, dry_run=dry_run)
     if progress is not None:
         progress.planned(plan.units)
+    if dry_run or (plan.errors and not keep_going):
+        # Nothing is written: a layout or archive planning opened is closed now, not when collected (an
+        # archive's working directory made for planning is removed; one a killed run left stays).
+        for target, message in await session.close_targets(commit=False):
+            report.fail(target, message)
     if dry_run:
         report.list_planned(plan.units)
         report.retries = session.retries
