@@ -43,10 +43,15 @@ def test_connections_and_handshakes_are_counted_and_reused(
             assert c["tls_handshakes"] == c["connections"] >= 1
             assert c["connections"] <= (1 if http2 else 16), (host, c)
         assert f"{src.host} 1 (1 TLS)" in report.summary() if http2 else "new connections: " in report.summary()
-        # The same Client again: the pooled connections are reused, none is opened.
+        # The same Client again: the pooled connections are reused. Over HTTP/2 none is opened; over HTTP/1.1
+        # the no-op run's HEADs may go out more at once than the first run's requests did, so it may open
+        # more, but never past the per-host bound across both runs.
         again = mirror_repository(f"{src.host}/conn/app", f"{dst.host}/conn/app", client=client, jobs=4)
         assert again.ok and again.images_skipped == 6
-        assert again.connections == {}
+        if http2:
+            assert again.connections == {}
+        for host, c in again.connections.items():
+            assert c["connections"] + counts[host]["connections"] <= 16, (host, c, counts[host])
 
 
 def test_auto_is_the_default_and_says_what_it_chose(
